@@ -1,0 +1,1 @@
+"""tap-pgcdc: a Singer tap for PostgreSQL change data capture over pgoutput."""

@@ -1,0 +1,277 @@
+"""The replication connection: the only module that touches psycopg2's replication API.
+
+Why we read the COPY BOTH stream through libpq ourselves: psycopg2's `read_message()` answers
+keepalives on its own, and before the first data message it moves its `flush_lsn` forward to the
+keepalive's WAL end, then reports it to the server. That would confirm positions to the slot that
+the target never stored, the exact way peer taps lose data. So psycopg2 opens the connection and
+issues START_REPLICATION (so SSL, auth and options behave as everywhere else), and from then on
+this module calls libpq's PQgetCopyData/PQputCopyData on psycopg2's own PGconn. Every standby
+status update that reaches the server is built here, from the LSN the caller gives us.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import select
+import struct
+import time
+import typing as t
+from dataclasses import dataclass
+
+import psycopg2
+import psycopg2._psycopg
+import psycopg2.extensions
+import psycopg2.extras
+
+from tap_pgcdc.connector import connection_kwargs
+from tap_pgcdc.errors import ConnectionFailed, TapPgCdcError
+from tap_pgcdc.replication.lsn import format_lsn
+
+if t.TYPE_CHECKING:
+    from collections.abc import Mapping
+
+# Microseconds between the Unix epoch and the Postgres epoch (2000-01-01 UTC).
+_PG_EPOCH_OFFSET_US = 946_684_800_000_000
+
+_XLOGDATA_HEADER = struct.Struct("!QQq")  # data start, WAL end, send time (after the 'w' byte)
+_KEEPALIVE = struct.Struct("!Qq?")  # WAL end, send time, reply requested (after the 'k' byte)
+_STATUS_UPDATE = struct.Struct("!cQQQq?")  # 'r', write, flush, apply, client time, reply
+
+XLOGDATA = 0x77  # 'w'
+KEEPALIVE = 0x6B  # 'k'
+XLOGDATA_HEADER_SIZE = 1 + _XLOGDATA_HEADER.size
+
+
+class ReplicationError(TapPgCdcError):
+    """The replication stream failed (server error, terminated connection)."""
+
+
+class _LibPq:
+    """The libpq functions we need, resolved from the copy psycopg2 is linked against.
+
+    dlsym on psycopg2's extension module searches its dependencies too, so this finds the very
+    libpq instance that owns psycopg2's PGconn, whatever its file name (psycopg2-binary bundles
+    its own).
+    """
+
+    def __init__(self) -> None:
+        lib = ctypes.CDLL(psycopg2._psycopg.__file__)
+        self.get_copy_data = lib.PQgetCopyData
+        self.get_copy_data.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p), ctypes.c_int]
+        self.get_copy_data.restype = ctypes.c_int
+        self.put_copy_data = lib.PQputCopyData
+        self.put_copy_data.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int]
+        self.put_copy_data.restype = ctypes.c_int
+        self.flush = lib.PQflush
+        self.flush.argtypes = [ctypes.c_void_p]
+        self.flush.restype = ctypes.c_int
+        self.consume_input = lib.PQconsumeInput
+        self.consume_input.argtypes = [ctypes.c_void_p]
+        self.consume_input.restype = ctypes.c_int
+        self.freemem = lib.PQfreemem
+        self.freemem.argtypes = [ctypes.c_void_p]
+        self.freemem.restype = None
+        self.error_message = lib.PQerrorMessage
+        self.error_message.argtypes = [ctypes.c_void_p]
+        self.error_message.restype = ctypes.c_char_p
+        self.get_result = lib.PQgetResult
+        self.get_result.argtypes = [ctypes.c_void_p]
+        self.get_result.restype = ctypes.c_void_p
+        self.result_error_message = lib.PQresultErrorMessage
+        self.result_error_message.argtypes = [ctypes.c_void_p]
+        self.result_error_message.restype = ctypes.c_char_p
+        self.clear = lib.PQclear
+        self.clear.argtypes = [ctypes.c_void_p]
+        self.clear.restype = None
+
+
+_libpq: _LibPq | None = None
+
+
+def _lib() -> _LibPq:
+    global _libpq  # noqa: PLW0603 - resolved once per process
+    if _libpq is None:
+        _libpq = _LibPq()
+    return _libpq
+
+
+def pg_now_us() -> int:
+    """Now, in microseconds since the Postgres epoch (for status updates)."""
+    return time.time_ns() // 1000 - _PG_EPOCH_OFFSET_US
+
+
+def open_replication_connection(
+    config: Mapping[str, t.Any],
+) -> psycopg2.extras.LogicalReplicationConnection:
+    """A replication=database connection with the tap's pinned session settings."""
+    try:
+        return psycopg2.connect(
+            connection_factory=psycopg2.extras.LogicalReplicationConnection,
+            **connection_kwargs(config),
+        )
+    except psycopg2.OperationalError as exc:
+        raise ConnectionFailed.from_error(exc, config) from None
+
+
+@dataclass(frozen=True, slots=True)
+class ExportedSnapshot:
+    """A consistent point in the WAL and the name of the snapshot that sees exactly up to it."""
+
+    consistent_point: int
+    snapshot_name: str
+    slot_name: str
+
+
+class SnapshotSession:
+    """A temporary slot created with EXPORT_SNAPSHOT, held open while snapshots read.
+
+    The exported snapshot sees exactly the transactions that committed before the slot's
+    consistent point, and the main slot (created earlier) delivers every transaction that commits
+    after it. Reading a table in that snapshot and replaying the log from the consistent point
+    therefore leaves no gap. The snapshot stays valid only while this connection stays idle, so
+    nothing else may be sent on it until `close()`; closing drops the temporary slot.
+    """
+
+    def __init__(self, config: Mapping[str, t.Any], slot_name: str) -> None:
+        self._conn = open_replication_connection(config)
+        try:
+            cur = self._conn.cursor()
+            cur.execute(
+                f"CREATE_REPLICATION_SLOT {slot_name} TEMPORARY LOGICAL pgoutput EXPORT_SNAPSHOT"
+            )
+            row = cur.fetchone()
+        except psycopg2.Error as exc:
+            self._conn.close()
+            msg = (
+                f"Could not create the temporary slot {slot_name} that pins the snapshot: "
+                f"{str(exc).strip()}. Fix: free a replication slot or raise "
+                "max_replication_slots (a snapshot needs one slot beyond the tap's own)."
+            )
+            raise ReplicationError(msg) from None
+        assert row is not None  # the server always answers CREATE_REPLICATION_SLOT with a row
+        self.exported = ExportedSnapshot(
+            consistent_point=_parse_lsn_text(row[1]), snapshot_name=row[2], slot_name=slot_name
+        )
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> SnapshotSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _parse_lsn_text(text: str) -> int:
+    hi, lo = text.split("/")
+    return (int(hi, 16) << 32) | int(lo, 16)
+
+
+class ReplicationStream:
+    """A running START_REPLICATION stream of pgoutput messages.
+
+    `read()` returns raw CopyData payloads: XLogData ('w') and primary keepalive ('k') messages.
+    The server's keepalive requests are not answered here; the reader answers them with
+    `send_status`, so that every flush LSN we report is one the reader chose.
+    """
+
+    def __init__(
+        self,
+        config: Mapping[str, t.Any],
+        *,
+        slot_name: str,
+        publication_name: str,
+        start_lsn: int,
+        proto_version: int = 1,
+        messages: bool = False,
+    ) -> None:
+        self._conn = open_replication_connection(config)
+        self._pgconn = ctypes.c_void_p(self._conn.pgconn_ptr)
+        self._lib = _lib()
+        self._buf = ctypes.c_void_p()
+        options = {"proto_version": str(proto_version), "publication_names": publication_name}
+        if messages:
+            options["messages"] = "true"
+        cur = self._conn.cursor()
+        try:
+            cur.start_replication(
+                slot_name=slot_name, decode=False, start_lsn=format_lsn(start_lsn), options=options
+            )
+        except psycopg2.Error as exc:
+            self._conn.close()
+            msg = f"START_REPLICATION on slot {slot_name} failed: {str(exc).strip()}"
+            raise ReplicationError(msg) from None
+        self._cursor = cur  # keep psycopg2's cursor alive for the connection's lifetime
+        self._fd = self._conn.fileno()
+
+    def read(self, timeout: float) -> bytes | None:
+        """The next CopyData payload, or None if none arrived within `timeout` seconds."""
+        lib = self._lib
+        n = lib.get_copy_data(self._pgconn, ctypes.byref(self._buf), 1)
+        if n == 0:
+            ready, _, _ = select.select([self._fd], [], [], timeout)
+            if not ready:
+                return None
+            if not lib.consume_input(self._pgconn):
+                self._raise_connection_error()
+            n = lib.get_copy_data(self._pgconn, ctypes.byref(self._buf), 1)
+            if n == 0:
+                return None
+        if n > 0:
+            try:
+                return ctypes.string_at(self._buf, n)
+            finally:
+                lib.freemem(self._buf)
+        if n == -1:
+            self._raise_stream_end()
+        self._raise_connection_error()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def send_status(self, *, flush_lsn: int, reply: bool = False) -> None:
+        """Send a standby status update reporting `flush_lsn` as written, flushed and applied.
+
+        For a logical slot only the flush position matters: the server sets the slot's
+        confirmed_flush_lsn to it. Write and apply carry the same value so that monitoring
+        (pg_stat_replication) shows what the tap has confirmed, not what it merely read.
+        0 means "nothing to confirm" and the server ignores it.
+        """
+        message = _STATUS_UPDATE.pack(b"r", flush_lsn, flush_lsn, flush_lsn, pg_now_us(), reply)
+        if self._lib.put_copy_data(self._pgconn, message, len(message)) != 1:
+            self._raise_connection_error()
+        if self._lib.flush(self._pgconn) != 0:
+            self._raise_connection_error()
+
+    def _raise_stream_end(self) -> t.NoReturn:
+        res = self._lib.get_result(self._pgconn)
+        detail = "the server ended the replication stream"
+        if res:
+            text = self._lib.result_error_message(res)
+            if text:
+                detail = text.decode("utf-8", "replace").strip() or detail
+            self._lib.clear(res)
+        raise ReplicationError(f"Replication stream ended: {detail}")
+
+    def _raise_connection_error(self) -> t.NoReturn:
+        text = self._lib.error_message(self._pgconn) or b""
+        detail = text.decode("utf-8", "replace").strip() or "connection lost"
+        raise ReplicationError(f"Replication connection failed: {detail}")
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> ReplicationStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def parse_xlogdata_header(raw: bytes) -> tuple[int, int, int]:
+    """(data_start, wal_end, send_time) of an XLogData message."""
+    return _XLOGDATA_HEADER.unpack_from(raw, 1)
+
+
+def parse_keepalive(raw: bytes) -> tuple[int, int, bool]:
+    """(wal_end, send_time, reply_requested) of a primary keepalive message."""
+    return _KEEPALIVE.unpack_from(raw, 1)
