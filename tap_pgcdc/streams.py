@@ -18,7 +18,7 @@ import typing as t
 from functools import cached_property
 
 import psycopg2.extensions
-from singer_sdk.helpers._catalog import pop_deselected_record_properties  # noqa: F401
+from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.sql import SQLStream
 
 from tap_pgcdc import typemap
@@ -65,6 +65,9 @@ class PgCdcStream(SQLStream):
     """One table, partitioned parent, view or materialized view."""
 
     connector_class = PgCdcConnector
+    # typemap.py already produces JSON-ready values; the SDK's conformance pass would only cost
+    # time and turn NaN and Infinity into null.
+    TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
 
     # Set by the tap before sync: the live table description and the snapshot context.
     table: TableInfo
