@@ -214,9 +214,7 @@ WHERE t.oid IN (SELECT oid FROM wanted)
 """
 
 
-def resolve_types(
-    conn: psycopg2.extensions.connection, oids: Iterable[int]
-) -> dict[int, PgType]:
+def resolve_types(conn: psycopg2.extensions.connection, oids: Iterable[int]) -> dict[int, PgType]:
     """Resolve type OIDs (with their element and base types) to PgType objects."""
     wanted = sorted(set(oids))
     if not wanted:
@@ -375,7 +373,9 @@ class PgCdcConnector(SQLConnector):
         super().__init__(config=config, sqlalchemy_url=sqlalchemy_url)
 
     def get_sqlalchemy_url(self, config: dict[str, t.Any]) -> str:
-        query = {k: config[k] for k in ("sslmode", "sslrootcert", "sslcert", "sslkey") if config.get(k)}
+        query = {
+            k: config[k] for k in ("sslmode", "sslrootcert", "sslcert", "sslkey") if config.get(k)
+        }
         url = sa.engine.URL.create(
             drivername="postgresql+psycopg2",
             username=config.get("user"),

@@ -127,7 +127,9 @@ class PgCdcStream(SQLStream):
         """Attach the live table description (types for conversion, key, columns)."""
         self.table = table
         self._converters = {
-            col.name: typemap.converter(col.type, use_singer_decimal=self.connector.use_singer_decimal)
+            col.name: typemap.converter(
+                col.type, use_singer_decimal=self.connector.use_singer_decimal
+            )
             for col in table.columns
         }
 
@@ -236,9 +238,7 @@ class PgCdcStream(SQLStream):
         key_pos = [columns.index(col) for col in key_cols]
         base = f"SELECT {self._select_list(columns)} FROM {self.table.quoted_name}"
         after_clause = (
-            f" WHERE ({key_list}) > ("
-            + ", ".join(f"%s::{col.sql_type}" for col in key_cols)
-            + ")"
+            f" WHERE ({key_list}) > (" + ", ".join(f"%s::{col.sql_type}" for col in key_cols) + ")"
         )
         tail = f" ORDER BY {key_list} LIMIT {self.chunk_size}"
         while True:

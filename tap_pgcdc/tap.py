@@ -35,10 +35,25 @@ class TapPgCdc(SQLTap):
     message_writer_class = PgCdcWriter
 
     config_jsonschema = th.PropertiesList(
-        th.Property("host", th.StringType, default="localhost", description="Server host name or IP address."),
+        th.Property(
+            "host",
+            th.StringType,
+            default="localhost",
+            description="Server host name or IP address.",
+        ),
         th.Property("port", th.IntegerType, default=5432, description="Server port."),
-        th.Property("user", th.StringType, required=True, description="Role to connect as. Log-based capture needs the REPLICATION attribute (or the platform's replication role)."),
-        th.Property("password", th.StringType, secret=True, description="Password of `user` (not needed with trust or certificate auth)."),
+        th.Property(
+            "user",
+            th.StringType,
+            required=True,
+            description="Role to connect as. Log-based capture needs the REPLICATION attribute (or the platform's replication role).",
+        ),
+        th.Property(
+            "password",
+            th.StringType,
+            secret=True,
+            description="Password of `user` (not needed with trust or certificate auth).",
+        ),
         th.Property("database", th.StringType, required=True, description="Database to replicate."),
         th.Property(
             "sslmode",
@@ -46,18 +61,74 @@ class TapPgCdc(SQLTap):
             allowed_values=["disable", "allow", "prefer", "require", "verify-ca", "verify-full"],
             description="libpq SSL mode for both the SQL and the replication connection.",
         ),
-        th.Property("sslrootcert", th.StringType, description="Path to the CA certificate(s) used to verify the server (verify-ca, verify-full)."),
+        th.Property(
+            "sslrootcert",
+            th.StringType,
+            description="Path to the CA certificate(s) used to verify the server (verify-ca, verify-full).",
+        ),
         th.Property("sslcert", th.StringType, description="Path to the client certificate."),
-        th.Property("sslkey", th.StringType, secret=True, description="Path to the client certificate's private key."),
-        th.Property("filter_schemas", th.ArrayType(th.StringType), description="Only discover tables in these schemas (all schemas when empty)."),
-        th.Property("filter_tables", th.ArrayType(th.StringType), description="Only discover tables whose `schema.table` matches one of these glob patterns, e.g. `public.order*`."),
-        th.Property("slot_name", th.StringType, default="tap_pgcdc", pattern=SLOT_NAME_PATTERN, description="Logical replication slot (pgoutput) this tap reads. One per tap instance: lower-case letters, digits and underscores, at most 63."),
-        th.Property("publication_name", th.StringType, default="tap_pgcdc", pattern=r"^.{1,63}$", description="Publication listing the selected tables. One per tap instance."),
-        th.Property("create_slot", th.BooleanType, default=True, description="Create the replication slot when it is missing. When false, a missing slot is an error that gives the SQL to run."),
-        th.Property("create_publication", th.BooleanType, default=True, description="Create the publication when missing and keep its table list equal to the selected LOG_BASED streams. When false, the publication must already list them."),
-        th.Property("max_run_seconds", th.IntegerType, minimum=1, description="Stop reading the log after this many seconds (at a transaction boundary). By default a run reads until it has passed the WAL position the server had flushed when the run started."),
-        th.Property("snapshot_chunk_size", th.IntegerType, default=10000, minimum=1, description="Rows per snapshot chunk; a snapshot resumes after the last chunk emitted."),
-        th.Property("state_interval_seconds", th.NumberType, default=5, minimum=0, description="While reading the log, emit STATE (at a transaction boundary) at most this often."),
+        th.Property(
+            "sslkey",
+            th.StringType,
+            secret=True,
+            description="Path to the client certificate's private key.",
+        ),
+        th.Property(
+            "filter_schemas",
+            th.ArrayType(th.StringType),
+            description="Only discover tables in these schemas (all schemas when empty).",
+        ),
+        th.Property(
+            "filter_tables",
+            th.ArrayType(th.StringType),
+            description="Only discover tables whose `schema.table` matches one of these glob patterns, e.g. `public.order*`.",
+        ),
+        th.Property(
+            "slot_name",
+            th.StringType,
+            default="tap_pgcdc",
+            pattern=SLOT_NAME_PATTERN,
+            description="Logical replication slot (pgoutput) this tap reads. One per tap instance: lower-case letters, digits and underscores, at most 63.",
+        ),
+        th.Property(
+            "publication_name",
+            th.StringType,
+            default="tap_pgcdc",
+            pattern=r"^.{1,63}$",
+            description="Publication listing the selected tables. One per tap instance.",
+        ),
+        th.Property(
+            "create_slot",
+            th.BooleanType,
+            default=True,
+            description="Create the replication slot when it is missing. When false, a missing slot is an error that gives the SQL to run.",
+        ),
+        th.Property(
+            "create_publication",
+            th.BooleanType,
+            default=True,
+            description="Create the publication when missing and keep its table list equal to the selected LOG_BASED streams. When false, the publication must already list them.",
+        ),
+        th.Property(
+            "max_run_seconds",
+            th.IntegerType,
+            minimum=1,
+            description="Stop reading the log after this many seconds (at a transaction boundary). By default a run reads until it has passed the WAL position the server had flushed when the run started.",
+        ),
+        th.Property(
+            "snapshot_chunk_size",
+            th.IntegerType,
+            default=10000,
+            minimum=1,
+            description="Rows per snapshot chunk; a snapshot resumes after the last chunk emitted.",
+        ),
+        th.Property(
+            "state_interval_seconds",
+            th.NumberType,
+            default=5,
+            minimum=0,
+            description="While reading the log, emit STATE (at a transaction boundary) at most this often.",
+        ),
     ).to_dict()
 
     # --- discovery ----------------------------------------------------------------------
@@ -136,9 +207,7 @@ class TapPgCdc(SQLTap):
         all streams, after their snapshots, so the order of work is ours.
         """
         self._reset_state_progress_markers()
-        streams = [
-            t.cast("PgCdcStream", s) for s in self.streams.values() if s.selected
-        ]
+        streams = [t.cast("PgCdcStream", s) for s in self.streams.values() if s.selected]
         if not streams:
             self.logger.warning("No stream is selected: nothing to do.")
             return

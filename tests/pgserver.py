@@ -162,7 +162,9 @@ class PgServer:
     def stop(self, mode: str = "fast") -> None:
         """Stop the server (ignores a server that is already down)."""
         with contextlib.suppress(subprocess.CalledProcessError):
-            self._run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w", "stop"])
+            self._run(
+                [str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w", "stop"]
+            )
 
     def restart(self) -> None:
         """Stop (fast) and start again on the same port."""

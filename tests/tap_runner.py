@@ -8,8 +8,8 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent

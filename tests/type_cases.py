@@ -17,7 +17,12 @@ CASES: list[tuple[str, str, str, Any]] = [
     ("c_smallint", "smallint", "-32768", -32768),
     ("c_int", "integer", "2147483647", 2147483647),
     ("c_bigint", "bigint", "-9223372036854775808", -9223372036854775808),
-    ("c_numeric", "numeric", "123456789012345678901234567890.123456789", Decimal("123456789012345678901234567890.123456789")),
+    (
+        "c_numeric",
+        "numeric",
+        "123456789012345678901234567890.123456789",
+        Decimal("123456789012345678901234567890.123456789"),
+    ),
     ("c_numeric_scale", "numeric(12,2)", "-0.50", Decimal("-0.50")),
     ("c_numeric_nan", "numeric", "'NaN'", NAN),
     ("c_real", "real", "3.14159", 3.14159),
@@ -25,7 +30,12 @@ CASES: list[tuple[str, str, str, Any]] = [
     ("c_double_inf", "double precision", "'-Infinity'", float("-inf")),
     ("c_double_nan", "double precision", "'NaN'", NAN),
     ("c_bool", "boolean", "true", True),
-    ("c_text", "text", "E'multi\\nline \\t tab \"quote\" \\\\ back ünïcødé 🐘'", 'multi\nline \t tab "quote" \\ back ünïcødé 🐘'),
+    (
+        "c_text",
+        "text",
+        "E'multi\\nline \\t tab \"quote\" \\\\ back ünïcødé 🐘'",
+        'multi\nline \t tab "quote" \\ back ünïcødé 🐘',
+    ),
     ("c_varchar", "varchar(20)", "'short'", "short"),
     ("c_char", "char(5)", "'ab'", "ab   "),
     ("c_bytea", "bytea", "'\\x00ff10'::bytea", "00ff10"),
@@ -34,14 +44,34 @@ CASES: list[tuple[str, str, str, Any]] = [
     ("c_time", "time", "'13:14:15.123456'", "13:14:15.123456"),
     ("c_timetz", "timetz", "'13:14:15+05:30'", "13:14:15+05:30"),
     ("c_timestamp", "timestamp", "'2024-01-31 23:59:59.5'", "2024-01-31T23:59:59.5"),
-    ("c_timestamptz", "timestamptz", "'2024-01-31 23:59:59.123456+02'", "2024-01-31T21:59:59.123456+00:00"),
+    (
+        "c_timestamptz",
+        "timestamptz",
+        "'2024-01-31 23:59:59.123456+02'",
+        "2024-01-31T21:59:59.123456+00:00",
+    ),
     ("c_timestamptz_inf", "timestamptz", "'-infinity'", "-infinity"),
     ("c_interval", "interval", "'1 year 2 mons 3 days 04:05:06.5'", "P1Y2M3DT4H5M6.5S"),
-    ("c_uuid", "uuid", "'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
-    ("c_json", "json", "'{\"a\": [1, 2.50, null], \"b\": \"x\"}'", {"a": [1, Decimal("2.50"), None], "b": "x"}),
-    ("c_jsonb", "jsonb", "'{\"n\": 1.10, \"t\": true}'", {"n": Decimal("1.10"), "t": True}),
+    (
+        "c_uuid",
+        "uuid",
+        "'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'",
+        "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+    ),
+    (
+        "c_json",
+        "json",
+        '\'{"a": [1, 2.50, null], "b": "x"}\'',
+        {"a": [1, Decimal("2.50"), None], "b": "x"},
+    ),
+    ("c_jsonb", "jsonb", '\'{"n": 1.10, "t": true}\'', {"n": Decimal("1.10"), "t": True}),
     ("c_int_array", "integer[]", "'{1,NULL,3}'", [1, None, 3]),
-    ("c_text_array", "text[]", "ARRAY['a,b', 'NULL', NULL, 'quo\"te', '']", ["a,b", "NULL", None, 'quo"te', ""]),
+    (
+        "c_text_array",
+        "text[]",
+        "ARRAY['a,b', 'NULL', NULL, 'quo\"te', '']",
+        ["a,b", "NULL", None, 'quo"te', ""],
+    ),
     ("c_2d_array", "integer[][]", "'{{1,2},{3,4}}'", [[1, 2], [3, 4]]),
     ("c_numeric_array", "numeric[]", "'{1.5,NaN}'", [Decimal("1.5"), NAN]),
     ("c_enum", "mood", "'happy'", "happy"),
@@ -50,7 +80,12 @@ CASES: list[tuple[str, str, str, Any]] = [
     ("c_cidr", "cidr", "'10.0.0.0/8'", "10.0.0.0/8"),
     ("c_macaddr", "macaddr", "'08:00:2b:01:02:03'", "08:00:2b:01:02:03"),
     ("c_int4range", "int4range", "'[1,10)'", "[1,10)"),
-    ("c_tstzrange", "tstzrange", "'[2024-01-01 00:00:00+00,infinity)'", '["2024-01-01 00:00:00+00",infinity)'),
+    (
+        "c_tstzrange",
+        "tstzrange",
+        "'[2024-01-01 00:00:00+00,infinity)'",
+        '["2024-01-01 00:00:00+00",infinity)',
+    ),
     ("c_money", "money", "'-1234.56'", Decimal("-1234.56")),
     ("c_bit", "bit(4)", "B'1010'", "1010"),
     ("c_varbit", "varbit", "B'101'", "101"),
@@ -58,7 +93,12 @@ CASES: list[tuple[str, str, str, Any]] = [
     ("c_point", "point", "'(1.5,2)'", "(1.5,2)"),
     ("c_box", "box", "'((0,0),(1,1))'", "(1,1),(0,0)"),
     ("c_circle", "circle", "'<(0,0),2>'", "<(0,0),2>"),
-    ("c_hstore", "hstore", "'a=>1, b=>NULL, \"c d\"=>\"e\\\"f\"'", {"a": "1", "b": None, "c d": 'e"f'}),
+    (
+        "c_hstore",
+        "hstore",
+        '\'a=>1, b=>NULL, "c d"=>"e\\"f"\'',
+        {"a": "1", "b": None, "c d": 'e"f'},
+    ),
 ]
 
 SETUP_SQL = """
@@ -90,12 +130,16 @@ def same_value(actual: Any, expected: Any) -> bool:
             math.isnan(actual) if isinstance(actual, float) else actual.is_nan()
         )
     if isinstance(expected, list):
-        return isinstance(actual, list) and len(actual) == len(expected) and all(
-            same_value(a, e) for a, e in zip(actual, expected, strict=True)
+        return (
+            isinstance(actual, list)
+            and len(actual) == len(expected)
+            and all(same_value(a, e) for a, e in zip(actual, expected, strict=True))
         )
     if isinstance(expected, dict):
-        return isinstance(actual, dict) and actual.keys() == expected.keys() and all(
-            same_value(actual[k], v) for k, v in expected.items()
+        return (
+            isinstance(actual, dict)
+            and actual.keys() == expected.keys()
+            and all(same_value(actual[k], v) for k, v in expected.items())
         )
     if isinstance(expected, bool) or isinstance(actual, bool):
         return type(actual) is type(expected) and actual == expected

@@ -234,7 +234,7 @@ class LogReader:
         return routed
 
     def _write(self, stream: PgCdcStream, record: dict[str, t.Any]) -> None:
-        stream._write_record_message(record)  # noqa: SLF001 - the SDK's record path (maps, selection)
+        stream._write_record_message(record)
         self.summary.records += 1
         per = self.summary.per_stream
         per[stream.name] = per.get(stream.name, 0) + 1
@@ -312,7 +312,11 @@ class LogReader:
         changed = False
         for col in relation.columns:
             known = existing.get(col.name)
-            if known is not None and known.type.oid == col.type_oid and known.typmod == col.atttypmod:
+            if (
+                known is not None
+                and known.type.oid == col.type_oid
+                and known.typmod == col.atttypmod
+            ):
                 columns.append(known)
                 continue
             changed = True
@@ -366,8 +370,10 @@ class LogReader:
         out of the record (never set to NULL): its delete follows later in the log.
         """
         table = stream.table
-        if not table.key or len(key_raw) != len(table.key) or not all(
-            isinstance(v, str) for v in key_raw
+        if (
+            not table.key
+            or len(key_raw) != len(table.key)
+            or not all(isinstance(v, str) for v in key_raw)
         ):
             if stream.name not in self._warned:
                 self._warned.add(stream.name)

@@ -100,7 +100,9 @@ class RelationPlan:
             value = old[i]
             if value is UNCHANGED_TOAST:
                 continue
-            record[self.names[i]] = None if value is None else self.converters[i](t.cast("str", value))
+            record[self.names[i]] = (
+                None if value is None else self.converters[i](t.cast("str", value))
+            )
         return record
 
     def key_text(self, tup: TupleData) -> tuple[t.Any, ...]:

@@ -57,7 +57,11 @@ class _LibPq:
     def __init__(self) -> None:
         lib = ctypes.CDLL(psycopg2._psycopg.__file__)
         self.get_copy_data = lib.PQgetCopyData
-        self.get_copy_data.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p), ctypes.c_int]
+        self.get_copy_data.argtypes = [
+            ctypes.c_void_p,
+            ctypes.POINTER(ctypes.c_void_p),
+            ctypes.c_int,
+        ]
         self.get_copy_data.restype = ctypes.c_int
         self.put_copy_data = lib.PQputCopyData
         self.put_copy_data.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int]
@@ -89,7 +93,7 @@ _libpq: _LibPq | None = None
 
 
 def _lib() -> _LibPq:
-    global _libpq  # noqa: PLW0603 - resolved once per process
+    global _libpq
     if _libpq is None:
         _libpq = _LibPq()
     return _libpq

@@ -153,15 +153,34 @@ def test_about_lists_every_setting() -> None:
     about = json.loads("\n".join(run.raw_lines))
     props = about["settings"]["properties"]
     for name in (
-        "host", "port", "user", "password", "database", "sslmode", "sslrootcert", "sslcert",
-        "sslkey", "filter_schemas", "filter_tables", "slot_name", "publication_name",
-        "create_slot", "create_publication", "max_run_seconds", "stream_maps",
+        "host",
+        "port",
+        "user",
+        "password",
+        "database",
+        "sslmode",
+        "sslrootcert",
+        "sslcert",
+        "sslkey",
+        "filter_schemas",
+        "filter_tables",
+        "slot_name",
+        "publication_name",
+        "create_slot",
+        "create_publication",
+        "max_run_seconds",
+        "stream_maps",
     ):
         assert name in props, name
         assert props[name].get("description") or name == "stream_maps", name
     assert props["password"].get("secret") is True
     assert props["sslmode"]["enum"] == [
-        "disable", "allow", "prefer", "require", "verify-ca", "verify-full",
+        "disable",
+        "allow",
+        "prefer",
+        "require",
+        "verify-ca",
+        "verify-full",
     ]
     assert props["port"]["default"] == 5432
     assert props["slot_name"]["default"] == "tap_pgcdc"

@@ -53,7 +53,8 @@ def test_chunked_snapshot_resumes_after_last_chunk(db) -> None:
 
     # Interrupted after the first chunk: the next run starts after row 1000, not over.
     interrupted = next(
-        s for s in full.states
+        s
+        for s in full.states
         if s.get("bookmarks", {}).get("public-big", {}).get("snapshot", {}).get("after") == ["1000"]
     )
     resumed = run_tap(config, state=interrupted).check()
@@ -68,9 +69,7 @@ def test_chunked_snapshot_resumes_after_last_chunk(db) -> None:
 
 def test_composite_key_chunks_in_key_order(db) -> None:
     db.execute("CREATE TABLE pairs (a int, b text, v int, PRIMARY KEY (a, b))")
-    db.execute(
-        "INSERT INTO pairs SELECT g % 7, 'k' || (g % 13), g FROM generate_series(1, 91) g"
-    )
+    db.execute("INSERT INTO pairs SELECT g % 7, 'k' || (g % 13), g FROM generate_series(1, 91) g")
     run = run_tap(db.config(snapshot_chunk_size=5)).check()
     keys = [(r["a"], r["b"]) for r in run.records()]
     assert len(keys) == 91 and len(set(keys)) == 91
@@ -133,9 +132,7 @@ def test_column_selection_is_honoured(db) -> None:
 def test_stream_maps_apply(db) -> None:
     db.execute("CREATE TABLE people (id int PRIMARY KEY, name text, email text)")
     db.execute("INSERT INTO people VALUES (1, 'ann', 'ann@example.com')")
-    config = db.config(
-        stream_maps={"public-people": {"email": None, "name_upper": "name.upper()"}}
-    )
+    config = db.config(stream_maps={"public-people": {"email": None, "name_upper": "name.upper()"}})
     run = run_tap(config).check()
     (record,) = run.records("public-people")
     assert record["name_upper"] == "ANN" and "email" not in record

@@ -1,0 +1,86 @@
+"""Exception types raised by tap-pgcdc.
+
+Every error carries a message that says what went wrong and, where the user can act on it,
+what to do about it: these messages end up in the tap's log, read by someone on call.
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+
+class TapPgCdcError(Exception):
+    """Base class of every error raised by tap-pgcdc, carrying an actionable message."""
+
+
+class ProtocolError(TapPgCdcError):
+    """Malformed, truncated or unknown pgoutput data received from the server."""
+
+
+class ConfigError(TapPgCdcError):
+    """A setting is missing, malformed or inconsistent with the server."""
+
+
+class ConnectionFailed(TapPgCdcError):
+    """The server could not be reached or refused the login."""
+
+    @classmethod
+    def from_error(cls, exc: BaseException, config: t.Mapping[str, t.Any]) -> ConnectionFailed:
+        """Turn a libpq connection error into a message that names the setting to fix.
+
+        The password never appears: libpq does not echo it, and we scrub it anyway in case a
+        server or proxy does.
+        """
+        where = (
+            f"{config.get('user')}@{config.get('host', 'localhost')}:"
+            f"{config.get('port', 5432)}/{config.get('database')}"
+        )
+        reason = str(exc).strip()
+        password = config.get("password")
+        if password:
+            reason = reason.replace(str(password), "***")
+        low = reason.lower()
+        if "password authentication failed" in low or "no password supplied" in low:
+            hint = "check the `user` and `password` settings"
+        elif "does not exist" in low and "database" in low:
+            hint = "check the `database` setting (the database must exist)"
+        elif "role" in low and "does not exist" in low:
+            hint = "check the `user` setting (the role must exist)"
+        elif "pg_hba.conf" in low:
+            hint = (
+                "the server's pg_hba.conf refuses this client: add a `host` entry for this user "
+                "(and a `host replication` entry for log-based capture), or use the managed "
+                "platform's network settings"
+            )
+        elif "ssl" in low or "certificate" in low:
+            hint = "check `sslmode`, `sslrootcert`, `sslcert` and `sslkey`"
+        elif (
+            "could not connect" in low
+            or "connection refused" in low
+            or "could not translate host name" in low
+            or "timeout expired" in low
+            or "connection to server" in low
+        ):
+            hint = (
+                "check `host` and `port`, that the server is running, and that the network "
+                "(firewall, security group, SSH tunnel) lets this machine reach it"
+            )
+        else:
+            hint = "check the connection settings"
+        return cls(f"Cannot connect to PostgreSQL as {where}: {reason}. Fix: {hint}.")
+
+
+class ServerConfigError(TapPgCdcError):
+    """The server's settings do not allow logical replication (wal_level, slots, senders)."""
+
+
+class PrivilegeError(TapPgCdcError):
+    """The role lacks a privilege the tap needs (REPLICATION, SELECT, publication ownership)."""
+
+
+class SlotError(TapPgCdcError):
+    """The replication slot or publication is missing, foreign, busy, invalidated or behind."""
+
+
+class StateError(TapPgCdcError):
+    """The input state is malformed, foreign, or cannot be resumed without losing changes."""
