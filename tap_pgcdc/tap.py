@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import typing as t
 import uuid
 
 from singer_sdk import typing as th
+from singer_sdk.exceptions import AbortedSyncFailedException, AbortedSyncPausedException
 from singer_sdk.sql import SQLTap
 
 from tap_pgcdc import connector as pgconn
@@ -19,6 +21,7 @@ from tap_pgcdc.writer import PgCdcWriter
 
 if t.TYPE_CHECKING:
     import psycopg2.extensions
+    from singer_sdk.streams.core import Stream
 
     from tap_pgcdc.connector import TableInfo
 
@@ -219,6 +222,30 @@ class TapPgCdc(SQLTap):
             control.close()
         for stream in self.streams.values():
             stream.log_sync_costs()
+
+    def run_sync_dry_run(
+        self,
+        dry_run_record_limit: int | None = 1,
+        streams: t.Iterable[Stream] | None = None,
+    ) -> bool:
+        """Read a few rows of each stream, read-only: no slot, no publication, no state change."""
+        chosen = [t.cast("PgCdcStream", s) for s in (streams or self.streams.values())]
+        for stream in chosen:
+            stream.ABORT_AT_RECORD_COUNT = dry_run_record_limit
+            stream.selected = True
+        conn = pgconn.connect(self.config)
+        try:
+            conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
+            self._bind_tables(conn, chosen)
+            for stream in chosen:
+                stream.snapshot_conn = conn
+                with contextlib.suppress(AbortedSyncFailedException, AbortedSyncPausedException):
+                    stream.sync()
+                stream.snapshot_conn = None
+            conn.rollback()
+        finally:
+            conn.close()
+        return True
 
     def _bind_tables(
         self, control: psycopg2.extensions.connection, streams: list[PgCdcStream]
