@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Install everything the tests and the demo need; safe to run again, and quick when nothing changed.
+#
+#   .venv/                    the tap and its dev tools (pip install -e '.[dev]')
+#   .meltano/meltano-venv/    Meltano itself, kept apart so its dependencies never leak into .venv
+#   .meltano/{extractors,loaders}/...  plugin venvs made by `meltano install` (see meltano.yml)
+#   PostgreSQL 15 server binaries (apt-get, when we are root and they are missing)
+#
+# Each step records a hash of the files it was made from and is skipped while they are unchanged.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+
+MELTANO_SPEC="meltano==4.4.1"
+MELTANO_VENV="$REPO/.meltano/meltano-venv"
+PG_BIN_DIR="${TAP_PGCDC_PG_BIN:-/usr/lib/postgresql/15/bin}"
+
+export MELTANO_SEND_ANONYMOUS_USAGE_STATS=false
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+die() { printf 'setup: ERROR: %s\n' "$*" >&2; exit 1; }
+
+# Hash of the named files plus extra words, to decide whether a step must run again.
+fingerprint() { { cat "$@"; printf '%s\n' "$MELTANO_SPEC"; } | sha256sum | cut -d' ' -f1; }
+stamp_ok() { [[ -f "$1" && "$(cat "$1")" == "$2" ]]; }
+
+ensure_postgres() {
+    if [[ -x "$PG_BIN_DIR/initdb" ]]; then
+        return
+    fi
+    if [[ "$(id -u)" != 0 ]]; then
+        die "PostgreSQL server binaries not found in $PG_BIN_DIR. Install them as root
+       (apt-get install postgresql-15) or point TAP_PGCDC_PG_BIN at a directory holding initdb."
+    fi
+    log "installing PostgreSQL 15 (apt-get)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # The tests start their own servers: stop Debian from creating and starting a 'main' cluster.
+    apt-get install -y -qq postgresql-common >/dev/null
+    sed -i 's/^#\?\s*create_main_cluster.*/create_main_cluster = false/' \
+        /etc/postgresql-common/createcluster.conf
+    apt-get install -y -qq postgresql-15 >/dev/null
+    [[ -x "$PG_BIN_DIR/initdb" ]] || die "apt-get installed postgresql-15 but $PG_BIN_DIR/initdb is missing"
+}
+
+find_python() {
+    local cand
+    for cand in python3.11 python3.12; do
+        if command -v "$cand" >/dev/null 2>&1 && "$cand" -c 'import venv, ensurepip' 2>/dev/null; then
+            echo "$cand"
+            return
+        fi
+    done
+    die "neither python3.11 nor python3.12 (with venv and ensurepip) is available"
+}
+
+ensure_project_venv() {
+    local want
+    want="$(fingerprint pyproject.toml)"
+    if [[ -x .venv/bin/python ]] && stamp_ok .venv/.setup-stamp "$want" && [[ -x .venv/bin/tap-pgcdc ]]; then
+        return
+    fi
+    if [[ ! -x .venv/bin/python ]]; then
+        local py
+        py="$(find_python)"
+        log "creating .venv with $py"
+        "$py" -m venv .venv
+    fi
+    log "installing the tap and its dev dependencies into .venv"
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -e '.[dev]'
+    echo "$want" >.venv/.setup-stamp
+}
+
+ensure_meltano() {
+    if [[ -x "$MELTANO_VENV/bin/meltano" ]] && stamp_ok "$MELTANO_VENV/.setup-stamp" "$MELTANO_SPEC"; then
+        return
+    fi
+    log "installing $MELTANO_SPEC into ${MELTANO_VENV#"$REPO"/}"
+    mkdir -p "$(dirname "$MELTANO_VENV")"
+    [[ -x "$MELTANO_VENV/bin/python" ]] || "$(find_python)" -m venv "$MELTANO_VENV"
+    "$MELTANO_VENV/bin/python" -m pip install -q "$MELTANO_SPEC"
+    echo "$MELTANO_SPEC" >"$MELTANO_VENV/.setup-stamp"
+}
+
+ensure_plugins() {
+    local want
+    want="$(fingerprint meltano.yml pyproject.toml)"
+    if stamp_ok .meltano/.plugins-stamp "$want" \
+        && [[ -x .meltano/extractors/tap-pgcdc/venv/bin/tap-pgcdc ]] \
+        && [[ -x .meltano/loaders/target-duckdb/venv/bin/target-duckdb ]]; then
+        return
+    fi
+    log "meltano install (plugin venvs under .meltano/)"
+    # --clean: the extractor is an editable install of this repo, and a changed pyproject.toml
+    # (new dependencies) is only picked up by a fresh venv.
+    "$MELTANO_VENV/bin/meltano" install --clean
+    echo "$want" >.meltano/.plugins-stamp
+}
+
+ensure_postgres
+ensure_project_venv
+ensure_meltano
+ensure_plugins
