@@ -113,6 +113,12 @@ class TapPgCdc(SQLTap):
             description="Create the publication when missing and keep its table list equal to the selected LOG_BASED streams. When false, the publication must already list them.",
         ),
         th.Property(
+            "slot_failover",
+            th.BooleanType,
+            default=False,
+            description="PostgreSQL 17+: create the slot as a failover slot, which standbys with sync_replication_slots = on keep in sync, so that it survives a promotion. An error on older servers, and for an existing slot made without failover.",
+        ),
+        th.Property(
             "max_run_seconds",
             th.IntegerType,
             minimum=1,
@@ -274,7 +280,13 @@ class TapPgCdc(SQLTap):
         confirm_lsn = 0
         if log_streams:
             pending = [s for s in log_streams if s.needs_snapshot]
-            slots.check_logical_replication(info, need_slots=2 if pending else 1)
+            # Our own slot needs a free place only if it does not exist yet; a snapshot needs one
+            # more (its temporary slot). One WAL sender suffices: the snapshot's replication
+            # connection is closed before the log is read.
+            existing = slots.get_slot(control, slot_name)
+            slots.check_logical_replication(
+                info, need_slots=(0 if existing else 1) + (1 if pending else 0)
+            )
             self._check_replica_identity(control, [s.table for s in log_streams])
             # Publication before slot: a change is published only if its table was in the
             # publication when the change was decoded.
@@ -285,7 +297,10 @@ class TapPgCdc(SQLTap):
                 create=bool(self.config.get("create_publication", True)),
             )
             slot_info, created = slots.ensure_slot(
-                control, slot_name, create=bool(self.config.get("create_slot", True))
+                control,
+                slot_name,
+                create=bool(self.config.get("create_slot", True)),
+                failover=bool(self.config.get("slot_failover", False)),
             )
             if created:
                 self.logger.info("Created replication slot %s (pgoutput).", slot_name)

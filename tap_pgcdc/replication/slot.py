@@ -248,8 +248,9 @@ def get_slot(conn: Connection, name: str) -> SlotInfo | None:
     )
 
 
-def _create_slot_sql(name: str) -> str:
-    return f"SELECT pg_create_logical_replication_slot({quote_literal(name)}, '{PLUGIN}');"
+def _create_slot_sql(name: str, *, failover: bool = False) -> str:
+    args = f"{quote_literal(name)}, '{PLUGIN}'" + (", false, false, true" if failover else "")
+    return f"SELECT pg_create_logical_replication_slot({args});"
 
 
 def _drop_slot_sql(name: str) -> str:
@@ -265,8 +266,14 @@ def _check_slot_name(name: str) -> None:
         raise ConfigError(msg)
 
 
-def ensure_slot(conn: Connection, name: str, *, create: bool) -> tuple[SlotInfo, bool]:
+def ensure_slot(
+    conn: Connection, name: str, *, create: bool, failover: bool = False
+) -> tuple[SlotInfo, bool]:
     """Make sure the tap's slot exists and is usable, creating it if allowed.
+
+    With `failover` (PostgreSQL 17+), the slot is created as a failover slot, which standbys
+    with sync_replication_slots = on keep in sync so that it survives a promotion; an existing
+    slot must already be one.
 
     Create the publication first (see `ensure_publication`). Creating a slot waits until every
     transaction running at that moment has ended, so a long-open transaction delays it.
@@ -282,18 +289,23 @@ def ensure_slot(conn: Connection, name: str, *, create: bool) -> tuple[SlotInfo,
         PrivilegeError, ServerConfigError: The server refused to create it.
     """
     _check_slot_name(name)
+    if failover:
+        _check_failover_supported(conn)
     info = get_slot(conn, name)
     created = False
     if info is None:
         if not create:
             msg = (
                 f"Replication slot {name!r} does not exist and create_slot is false. Fix: create "
-                f"it in database {conn.info.dbname!r} with {_create_slot_sql(name)} or set "
-                "create_slot = true to let the tap create it."
+                f"it in database {conn.info.dbname!r} with "
+                f"{_create_slot_sql(name, failover=failover)} or set create_slot = true to let "
+                "the tap create it."
             )
             raise SlotError(msg)
-        info, created = _create_slot(conn, name)
+        info, created = _create_slot(conn, name, failover=failover)
     _check_slot_identity(conn, info)
+    if failover:
+        _check_failover_slot(conn, info)
     _check_slot_usable(conn, info)
     if info.wal_status == "unreserved":
         logger.warning(
@@ -304,13 +316,20 @@ def ensure_slot(conn: Connection, name: str, *, create: bool) -> tuple[SlotInfo,
     return info, created
 
 
-def _create_slot(conn: Connection, name: str) -> tuple[SlotInfo, bool]:
+def _create_slot(conn: Connection, name: str, *, failover: bool = False) -> tuple[SlotInfo, bool]:
     try:
         with _cursor(conn) as cur:
-            cur.execute(
-                "SELECT lsn::text FROM pg_catalog.pg_create_logical_replication_slot(%s, %s)",
-                (name, PLUGIN),
-            )
+            if failover:  # PG17+: (name, plugin, temporary, twophase, failover)
+                cur.execute(
+                    "SELECT lsn::text FROM pg_catalog.pg_create_logical_replication_slot("
+                    "%s, %s, false, false, true)",
+                    (name, PLUGIN),
+                )
+            else:
+                cur.execute(
+                    "SELECT lsn::text FROM pg_catalog.pg_create_logical_replication_slot(%s, %s)",
+                    (name, PLUGIN),
+                )
             row = cur.fetchone()
     except psycopg2.errors.DuplicateObject:
         row = None  # another run created it between our look and our create: use theirs
@@ -345,6 +364,36 @@ def _create_slot(conn: Connection, name: str) -> tuple[SlotInfo, bool]:
     if row is not None:
         logger.info("Created replication slot %s at %s", name, row[0])
     return info, row is not None
+
+
+def _check_failover_supported(conn: Connection) -> None:
+    if conn.server_version < 170000:
+        msg = (
+            f"slot_failover is true, but PostgreSQL {_version_text(conn.server_version)} has no "
+            "failover slots (PostgreSQL 17 added them). Fix: set slot_failover = false (after a "
+            "failover, the tap then needs a new slot and a new snapshot), or upgrade to "
+            "PostgreSQL 17+."
+        )
+        raise ConfigError(msg)
+
+
+def _check_failover_slot(conn: Connection, info: SlotInfo) -> None:
+    """With slot_failover, an existing slot made without failover is an error, not a surprise."""
+    with _cursor(conn) as cur:
+        cur.execute(
+            "SELECT failover FROM pg_catalog.pg_replication_slots WHERE slot_name = %s",
+            (info.name,),
+        )
+        row = cur.fetchone()
+    if row is not None and not row[0]:
+        msg = (
+            f"slot_failover is true, but replication slot {info.name!r} was created without "
+            "failover, so it would be lost when a standby is promoted. Fix: make it a failover "
+            "slot while no tap run reads it, over a replication connection: psql "
+            f'"dbname={conn.info.dbname} replication=database" -c '
+            f'"ALTER_REPLICATION_SLOT {info.name} (FAILOVER true)"; or set slot_failover = false.'
+        )
+        raise SlotError(msg)
 
 
 def _check_slot_identity(conn: Connection, info: SlotInfo) -> None:
@@ -403,16 +452,18 @@ _INVALIDATION_CAUSES = {
 
 def _invalidation(info: SlotInfo) -> tuple[str, str] | None:
     """(what the catalog says, why) if the slot was invalidated, else None."""
-    if info.invalidation_reason:
-        reason = info.invalidation_reason
-        detail = f"invalidation_reason={reason}"
-        return detail, _INVALIDATION_CAUSES.get(reason, "the server invalidated it")
+    if info.invalidation_reason:  # PG 17+ says why
+        cause = _INVALIDATION_CAUSES.get(info.invalidation_reason, "the server invalidated it")
+        lost = "wal_status=lost, " if info.wal_status == "lost" else ""
+        return f"{lost}invalidation_reason={info.invalidation_reason}", cause
     if info.wal_status == "lost":
+        # PG 16 also sets conflicting for this, whatever the cause: lost WAL is what matters.
         return "wal_status=lost", _INVALIDATION_CAUSES["wal_removed"]
     if info.conflicting:
         return "conflicting=true", "it conflicted with recovery on this standby"
     if info.restart_lsn is None:
-        # PG 13.0-13.1 report an invalidated slot with a NULL restart_lsn and wal_status.
+        # PG 13.0 and 13.1 show a slot invalidated for lost WAL with a NULL restart_lsn and
+        # wal_status.
         return "restart_lsn is NULL", _INVALIDATION_CAUSES["wal_removed"]
     return None
 
@@ -426,9 +477,10 @@ def _check_slot_usable(conn: Connection, info: SlotInfo) -> None:
             f"Replication slot {name!r} was invalidated ({detail}): {cause}. The changes it "
             "held cannot be read any more. Fix: recover by re-snapshotting: drop the slot with "
             f"{_drop_slot_sql(name)} then run the tap without its state, so that it creates a "
-            "new slot and snapshots every table again. To prevent it, run the tap more often or "
-            "raise max_slot_wal_keep_size."
+            "new slot and snapshots every table again."
         )
+        if cause == _INVALIDATION_CAUSES["wal_removed"]:
+            msg += " To prevent it, run the tap more often or raise max_slot_wal_keep_size."
         raise SlotError(msg)
     if info.active and info.active_pid != conn.info.backend_pid:
         pid = info.active_pid
@@ -510,6 +562,7 @@ class _Publication:
     info: PublicationInfo
     oid: int
     tables: dict[int, str]  # oid -> quoted name of each FOR TABLE member
+    filtered: frozenset[int]  # FOR TABLE members with a row filter or column list (PG15+)
     schemas: tuple[str, ...]  # quoted names of FOR TABLES IN SCHEMA members (PG15+)
 
 
@@ -531,16 +584,19 @@ def _publication_sql(version: int) -> str:
     )
 
 
-_PUBLICATION_TABLES_SQL = """
-SELECT c.oid, pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname)
-FROM pg_catalog.pg_publication_rel pr
-JOIN pg_catalog.pg_class c ON c.oid = pr.prrelid
-JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-WHERE pr.prpubid = %s
-"""
+def _publication_tables_sql(version: int) -> str:
+    filtered = "pr.prqual IS NOT NULL OR pr.prattrs IS NOT NULL" if version >= 150000 else "false"
+    return (
+        f"SELECT c.oid, n.nspname, c.relname, {filtered} "
+        "FROM pg_catalog.pg_publication_rel pr "
+        "JOIN pg_catalog.pg_class c ON c.oid = pr.prrelid "
+        "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE pr.prpubid = %s"
+    )
+
 
 _PUBLICATION_SCHEMAS_SQL = """
-SELECT pg_catalog.quote_ident(n.nspname),
+SELECT n.nspname,
        ARRAY(SELECT c.oid FROM pg_catalog.pg_class c
              WHERE c.relnamespace = n.oid AND c.relkind IN ('r', 'p') AND c.relpersistence = 'p')
 FROM pg_catalog.pg_publication_namespace pn
@@ -557,12 +613,15 @@ def _load_publication(conn: Connection, name: str) -> _Publication | None:
         if row is None:
             return None
         oid = row[0]
-        cur.execute(_PUBLICATION_TABLES_SQL, (oid,))
-        tables = {relid: quoted for relid, quoted in cur.fetchall()}
+        cur.execute(_publication_tables_sql(version), (oid,))
+        members = cur.fetchall()
         schema_rows: list[tuple[str, list[int]]] = []
         if version >= 150000:
             cur.execute(_PUBLICATION_SCHEMAS_SQL, (oid,))
             schema_rows = cur.fetchall()
+    tables = {
+        relid: f"{quote_ident(schema)}.{quote_ident(table)}" for relid, schema, table, _ in members
+    }
     table_oids = set(tables)
     for _, oids in schema_rows:
         table_oids.update(oids)
@@ -578,7 +637,11 @@ def _load_publication(conn: Connection, name: str) -> _Publication | None:
         table_oids=frozenset(table_oids),
     )
     return _Publication(
-        info=info, oid=oid, tables=tables, schemas=tuple(schema for schema, _ in schema_rows)
+        info=info,
+        oid=oid,
+        tables=tables,
+        filtered=frozenset(relid for relid, _, _, filtered in members if filtered),
+        schemas=tuple(quote_ident(schema) for schema, _ in schema_rows),
     )
 
 
@@ -651,9 +714,8 @@ def _selected_tables(conn: Connection, tables: Sequence[TableInfo]) -> list[_Tab
                 cur.execute(_LEAF_PARTITIONS_SQL, (oid,))
                 leaves = [leaf for (leaf,) in cur.fetchall()]
             msg = (
-                f"{display} is a partitioned table, and PostgreSQL "
-                f"{_version_text(version)} cannot publish partitioned tables (PostgreSQL 13 "
-                "can). Fix: deselect it and select its partitions instead"
+                f"{display} is a partitioned table, and PostgreSQL {version // 10000} cannot "
+                "publish partitioned tables (PostgreSQL 13 can). Fix: deselect it and select its partitions instead"
                 f" ({', '.join(leaves) or 'it has none yet'}), or upgrade to PostgreSQL 13+."
             )
             raise ConfigError(msg)
@@ -730,27 +792,47 @@ def ensure_publication(
     if info.all_tables:
         return info
     wanted = {table.oid for table in selected}
-    if set(publication.tables) == wanted and not publication.schemas:
+    if set(publication.tables) == wanted and not publication.schemas and not publication.filtered:
         return info
     if not create:
-        listed = info.table_oids
-        missing = [
-            table for table in selected if table.oid not in listed and not table.ancestors & listed
-        ]
-        if missing:
-            msg = (
-                f"Publication {name!r} does not publish "
-                f"{', '.join(table.display for table in missing)}, selected for LOG_BASED "
-                "replication, and create_publication is false. Fix: add them with ALTER "
-                f"PUBLICATION {quote_ident(name)} ADD TABLE {_table_list(missing)}; or set "
-                "create_publication = true to let the tap manage the publication."
-            )
-            raise SlotError(msg)
+        _check_publishes_all_of(publication, selected)
         return info
     _alter_publication(conn, publication, selected)
-    altered = get_publication(conn, name)
-    assert altered is not None  # we hold no lock, but a publication we just altered exists
-    return altered
+    return _reload_publication(conn, name, "altered").info
+
+
+def _check_publishes_all_of(publication: _Publication, selected: Sequence[_Table]) -> None:
+    """Without create_publication: every selected table must be published, and in full."""
+    name = publication.info.name
+    listed = publication.info.table_oids
+    missing = [
+        table for table in selected if table.oid not in listed and not table.ancestors & listed
+    ]
+    if missing:
+        msg = (
+            f"Publication {name!r} does not publish "
+            f"{', '.join(table.display for table in missing)}, selected for LOG_BASED "
+            "replication, and create_publication is false. Fix: add them with ALTER "
+            f"PUBLICATION {quote_ident(name)} ADD TABLE {_table_list(missing)}; or set "
+            "create_publication = true to let the tap manage the publication."
+        )
+        raise SlotError(msg)
+    covering = {oid for table in selected for oid in (table.oid, *table.ancestors)}
+    filtered = [publication.tables[oid] for oid in sorted(publication.filtered & covering)]
+    if filtered:
+        pub = quote_ident(name)
+        readd = " ".join(
+            f"ALTER PUBLICATION {pub} DROP TABLE ONLY {table}; "
+            f"ALTER PUBLICATION {pub} ADD TABLE ONLY {table};"
+            for table in filtered
+        )
+        msg = (
+            f"Publication {name!r} publishes {', '.join(filtered)} with a row filter (WHERE) "
+            "or a column list, so the tap would miss rows or columns, and create_publication "
+            f"is false. Fix: list them in full, in one transaction: BEGIN; {readd} COMMIT; or "
+            "set create_publication = true to let the tap manage the publication."
+        )
+        raise SlotError(msg)
 
 
 def _create_publication(conn: Connection, name: str, sql: str) -> _Publication:
@@ -770,10 +852,14 @@ def _create_publication(conn: Connection, name: str, sql: str) -> _Publication:
         raise PrivilegeError(msg) from None
     else:
         logger.info("Created publication %s", name)
+    return _reload_publication(conn, name, "created")
+
+
+def _reload_publication(conn: Connection, name: str, done: str) -> _Publication:
     publication = _load_publication(conn, name)
     if publication is None:
         msg = (
-            f"Publication {name!r} disappeared right after it was created: another process "
+            f"Publication {name!r} disappeared right after it was {done}: another process "
             "dropped it. Fix: make sure only one tap-pgcdc instance uses this publication_name."
         )
         raise SlotError(msg)
