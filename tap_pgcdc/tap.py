@@ -202,7 +202,8 @@ class TapPgCdc(SQLTap):
                     "server's state, or start without state to re-snapshot."
                 )
                 raise StateError(msg)
-        self.state[STATE_KEY] = {
+        # Beside the SDK's bookmarks: which slot and cluster the positions belong to.
+        t.cast("dict[str, t.Any]", self.state)[STATE_KEY] = {
             "slot_name": self.config.get("slot_name", "tap_pgcdc"),
             "system_identifier": system_identifier,
         }
@@ -229,7 +230,7 @@ class TapPgCdc(SQLTap):
         for stream in self.streams.values():
             stream.log_sync_costs()
 
-    def run_sync_dry_run(
+    def run_sync_dry_run(  # type: ignore[misc]  # the SDK's version needs our table binding
         self,
         dry_run_record_limit: int | None = 1,
         streams: t.Iterable[Stream] | None = None,
