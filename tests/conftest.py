@@ -7,6 +7,7 @@ temporary directory, `wal_level=logical`, loopback only), so the suite never ski
 from __future__ import annotations
 
 import itertools
+import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.pgserver import PgServer, start_server  # noqa: E402
+from tests.pgserver import MATRIX_MAJORS, PgServer, start_server  # noqa: E402
 
 _db_counter = itertools.count(1)
 
@@ -92,6 +93,76 @@ def db(pg: PgServer, request: pytest.FixtureRequest) -> Iterator[TestDb]:
     name = "".join(ch if ch.isalnum() else "_" for ch in name)
     pg.create_database(name)
     test_db = TestDb(pg, name)
+    try:
+        yield test_db
+    finally:
+        test_db.drop()
+
+
+# --- the version matrix -------------------------------------------------------------------------
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--pg-majors",
+        default=os.environ.get("TAP_PGCDC_PG_MAJORS", ",".join(map(str, MATRIX_MAJORS))),
+        help="Comma-separated PostgreSQL majors for tests that take `pg_major` (default: "
+        "$TAP_PGCDC_PG_MAJORS or every supported major). Binaries: scripts/fetch_postgres.sh.",
+    )
+
+
+def selected_majors(config: pytest.Config) -> list[int]:
+    text = str(config.getoption("--pg-majors"))
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # Module scope groups a module's tests by major, so one server of each major at a time is busy.
+    if "pg_major" in metafunc.fixturenames:
+        majors = selected_majors(metafunc.config)
+        metafunc.parametrize("pg_major", majors, ids=[f"pg{m}" for m in majors], scope="module")
+
+
+class _Servers:
+    """One server per major, started on first use and stopped at the end of the session."""
+
+    def __init__(self) -> None:
+        self.servers: dict[int, PgServer] = {}
+
+    def get(self, major: int) -> PgServer:
+        if major not in self.servers:
+            self.servers[major] = start_server(major=major)
+        return self.servers[major]
+
+    def close(self) -> None:
+        for server in self.servers.values():
+            server.destroy()
+
+
+@pytest.fixture(scope="session")
+def _pg_servers() -> Iterator[_Servers]:
+    servers = _Servers()
+    try:
+        yield servers
+    finally:
+        servers.close()
+
+
+@pytest.fixture(scope="module")
+def pg_at(pg_major: int, _pg_servers: _Servers) -> PgServer:
+    """The session's server of major `pg_major` (a parametrized fixture: see --pg-majors)."""
+    server = _pg_servers.get(pg_major)
+    assert server.server_version_num() // 10000 == pg_major
+    return server
+
+
+@pytest.fixture
+def vdb(pg_at: PgServer, request: pytest.FixtureRequest) -> Iterator[TestDb]:
+    """A fresh database on the server of the test's `pg_major`."""
+    name = f"v{next(_db_counter)}_{request.node.originalname[:30]}".lower()
+    name = "".join(ch if ch.isalnum() else "_" for ch in name)
+    pg_at.create_database(name)
+    test_db = TestDb(pg_at, name)
     try:
         yield test_db
     finally:

@@ -3,6 +3,9 @@
 Meltano and its plugin venvs come from `scripts/setup.sh` (`bash scripts/test.sh` runs it). Each
 test gets its own DuckDB file and its own Meltano system database (so its own state), both in the
 test's tmp dir, and configures the tap purely through TAP_PGCDC_* environment variables.
+
+`postgres_pipeline` loads into a second database of the same server with target-postgres
+(MeltanoLabs, SDK-based), the loader that implements ACTIVATE_VERSION (TRUNCATE).
 """
 
 from __future__ import annotations
@@ -18,16 +21,21 @@ from typing import Any
 
 import duckdb
 import pytest
+from psycopg2 import sql
 
 from tests.conftest import TestDb
 from tests.e2e import duckdb_compare
+from tests.pgserver import PgServer
 
 REPO = Path(__file__).resolve().parents[2]
 MELTANO = Path(os.environ.get("TAP_PGCDC_MELTANO", REPO / ".meltano/meltano-venv/bin/meltano"))
+TAP_EXECUTABLE = REPO / ".meltano/extractors/tap-pgcdc/venv/bin/tap-pgcdc"
 PLUGIN_EXECUTABLES = (
-    REPO / ".meltano/extractors/tap-pgcdc/venv/bin/tap-pgcdc",
+    TAP_EXECUTABLE,
     REPO / ".meltano/loaders/target-duckdb/venv/bin/target-duckdb",
+    REPO / ".meltano/loaders/target-postgres/venv/bin/target-postgres",
 )
+LOADERS = ("target-duckdb", "target-postgres")
 RUN_TIMEOUT_S = 600
 STDERR_TAIL_LINES = 80
 
@@ -67,9 +75,25 @@ class MeltanoRun:
         return "\n".join(self.stderr.splitlines()[-lines:])
 
 
+def _env_prefix(plugin: str) -> str:
+    return plugin.upper().replace("-", "_") + "_"
+
+
+@dataclass
+class TapOnlyRun:
+    """What one run of the tap without a target wrote (then thrown away)."""
+
+    records: dict[str, int]  # stream -> RECORD messages
+    last_state: dict[str, Any] | None  # the value of the last STATE message
+
+
 @dataclass
 class Pipeline:
-    """`meltano run tap-pgcdc target-duckdb` for one test database, and its DuckDB output."""
+    """`meltano run tap-pgcdc <loader>` for one test database, and its output.
+
+    The loader is target-duckdb (a DuckDB file in the test's tmp dir) unless the test asks for
+    target-postgres (`postgres_pipeline`).
+    """
 
     db: TestDb
     meltano: Path
@@ -77,6 +101,9 @@ class Pipeline:
     state_id_suffix: str
     target_config: dict[str, Any] = field(default_factory=dict)
     runs: list[MeltanoRun] = field(default_factory=list)
+    loader: str = "target-duckdb"
+    # Meltano extras of the extractor (TAP_PGCDC__<NAME>), e.g. {"catalog": "<path>"}.
+    extractor_extras: dict[str, Any] = field(default_factory=dict)
 
     @property
     def duckdb_path(self) -> Path:
@@ -88,7 +115,7 @@ class Pipeline:
         env = {
             k: v
             for k, v in os.environ.items()
-            if not k.startswith(("TAP_PGCDC_", "TARGET_DUCKDB_"))
+            if not k.startswith(("TAP_PGCDC_", *(_env_prefix(p) for p in LOADERS)))
         }
         env.pop("VIRTUAL_ENV", None)
         env.update(
@@ -103,8 +130,11 @@ class Pipeline:
         )
         for key, value in self.db.config(**tap_overrides).items():
             env[f"TAP_PGCDC_{key.upper()}"] = _env_value(value)
+        for key, value in self.extractor_extras.items():
+            env[f"TAP_PGCDC__{key.upper()}"] = _env_value(value)
+        prefix = _env_prefix(self.loader)
         for key, value in {**self.target_config, **target_overrides}.items():
-            env[f"TARGET_DUCKDB_{key.upper()}"] = _env_value(value)
+            env[f"{prefix}{key.upper()}"] = _env_value(value)
         return env
 
     def run(
@@ -122,7 +152,7 @@ class Pipeline:
             "--state-id-suffix",
             self.state_id_suffix,
             "tap-pgcdc",
-            "target-duckdb",
+            self.loader,
         ]
         started = time.monotonic()
         proc = subprocess.run(
@@ -142,7 +172,7 @@ class Pipeline:
         (self.workdir / f"meltano-run-{len(self.runs)}.log").write_text(proc.stderr)
         if check and proc.returncode != 0:
             msg = (
-                f"`meltano run tap-pgcdc target-duckdb` exited {proc.returncode} "
+                f"`meltano run tap-pgcdc {self.loader}` exited {proc.returncode} "
                 f"after {result.seconds:.1f}s (database {self.db.name}).\n"
                 f"--- last {STDERR_TAIL_LINES} lines of stderr ---\n{result.stderr_tail()}"
             )
@@ -151,7 +181,7 @@ class Pipeline:
 
     def state(self) -> dict[str, Any]:
         """The state Meltano stored for this pipeline."""
-        state_id = f"dev:tap-pgcdc-to-target-duckdb:{self.state_id_suffix}"
+        state_id = f"dev:tap-pgcdc-to-{self.loader}:{self.state_id_suffix}"
         proc = subprocess.run(
             [str(self.meltano), "state", "get", state_id],
             cwd=REPO,
@@ -161,6 +191,51 @@ class Pipeline:
             check=True,
         )
         return json.loads(proc.stdout)  # type: ignore[no-any-return]
+
+    def _run_tap(self, *args: str, **tap_overrides: Any) -> str:
+        """Run the extractor's executable itself (no Meltano, no target); return its stdout."""
+        config = self.workdir / "tap-config.json"
+        config.write_text(json.dumps(self.db.config(**tap_overrides)))
+        proc = subprocess.run(
+            [str(TAP_EXECUTABLE), "--config", str(config), *args],
+            cwd=self.workdir,
+            env={k: v for k, v in os.environ.items() if not k.startswith("TAP_PGCDC_")},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT_S,
+            check=False,
+        )
+        if proc.returncode != 0:
+            tail = "\n".join(proc.stderr.splitlines()[-STDERR_TAIL_LINES:])
+            pytest.fail(
+                f"tap-pgcdc {' '.join(args)} exited {proc.returncode}:\n{tail}", pytrace=False
+            )
+        return proc.stdout
+
+    def discover(self) -> Path:
+        """Run the tap's discovery now; the catalog is kept in a file of the test's tmp dir."""
+        path = self.workdir / "catalog.json"
+        path.write_text(self._run_tap("--discover"))
+        return path
+
+    def run_tap_only(self, state: dict[str, Any]) -> TapOnlyRun:
+        """Run the tap from `state` with nothing behind it: its output is counted, then dropped.
+
+        Nothing reaches the target and Meltano stores no state, as when a target fails after
+        the tap has read the log.
+        """
+        state_file = self.workdir / "tap-only-state.json"
+        state_file.write_text(json.dumps(state))
+        records: dict[str, int] = {}
+        last_state = None
+        for line in self._run_tap("--state", str(state_file)).splitlines():
+            message = json.loads(line)
+            if message["type"] == "RECORD":
+                records[message["stream"]] = records.get(message["stream"], 0) + 1
+            elif message["type"] == "STATE":
+                last_state = message["value"]
+        return TapOnlyRun(records, last_state)
 
     def duckdb(self) -> duckdb.DuckDBPyConnection:
         """A read-only connection to the output (close it before the next run)."""
@@ -182,3 +257,75 @@ def pipeline(
     """A Meltano pipeline from the test's database into a DuckDB file in its tmp dir."""
     suffix = "".join(ch if ch.isalnum() else "_" for ch in request.node.name)[:60]
     yield Pipeline(db=db, meltano=meltano_bin, workdir=tmp_path, state_id_suffix=suffix)
+
+
+@dataclass
+class TargetDb:
+    """The database target-postgres loads into: a second database of the test server."""
+
+    db: TestDb
+    schema: str = "public"
+
+    def rows(self, table: str, columns: list[str], order_by: list[str]) -> list[tuple[Any, ...]]:
+        """The live rows of a loaded table (soft-deleted rows, `_sdc_deleted_at` set, left out)."""
+        query = sql.SQL("SELECT {} FROM {} WHERE _sdc_deleted_at IS NULL ORDER BY {}").format(
+            sql.SQL(", ").join(map(sql.Identifier, columns)),
+            sql.Identifier(self.schema, table),
+            sql.SQL(", ").join(map(sql.Identifier, order_by)),
+        )
+        return _fetch(self.db, query)
+
+    def count(self, table: str) -> int:
+        """Every row of a loaded table, soft-deleted or not."""
+        query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(self.schema, table))
+        return int(_fetch(self.db, query)[0][0])
+
+
+def _fetch(db: TestDb, query: sql.Composable) -> list[tuple[Any, ...]]:
+    conn = db.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(query)
+            return list(cur.fetchall())
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def target_db(pg: PgServer, db: TestDb) -> Iterator[TargetDb]:
+    """An empty database beside the test's database, for target-postgres to load into."""
+    target = TestDb(pg, f"{db.name[:50]}_target")
+    pg.create_database(target.name)
+    try:
+        yield TargetDb(target)
+    finally:
+        target.drop()
+
+
+@pytest.fixture
+def postgres_pipeline(
+    db: TestDb,
+    target_db: TargetDb,
+    meltano_bin: Path,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> Iterator[Pipeline]:
+    """`meltano run tap-pgcdc target-postgres` from the test's database into `target_db`."""
+    suffix = "".join(ch if ch.isalnum() else "_" for ch in request.node.name)[:60]
+    server = target_db.db.server
+    yield Pipeline(
+        db=db,
+        meltano=meltano_bin,
+        workdir=tmp_path,
+        state_id_suffix=suffix,
+        loader="target-postgres",
+        target_config={
+            "host": server.host,
+            "port": server.port,
+            "user": server.superuser,
+            # The test server trusts loopback connections; the target insists on a password.
+            "password": "unused",
+            "database": target_db.db.name,
+            "default_target_schema": target_db.schema,
+        },
+    )

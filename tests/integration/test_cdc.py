@@ -355,3 +355,62 @@ def test_two_taps_on_one_database_do_not_interfere(db) -> None:
     )
     assert slots["tap_one"] == s1["bookmarks"]["public-t"]["lsn"]
     assert slots["tap_two"] == s2["bookmarks"]["public-t"]["lsn"]
+
+
+def _schema_before_first_record(run: TapRun, stream: str) -> dict[str, Any]:
+    schema: dict[str, Any] = {}
+    for message in run.messages:
+        if message.get("stream") != stream:
+            continue
+        if message["type"] == "SCHEMA":
+            schema = message["schema"]["properties"]
+        elif message["type"] == "RECORD":
+            return schema
+    raise AssertionError(f"no record for {stream}")
+
+
+def test_column_added_after_a_pinned_catalog_reaches_schema_and_records(db) -> None:
+    db.execute("CREATE TABLE customers (id int PRIMARY KEY, name text)")
+    db.execute("INSERT INTO customers VALUES (1, 'a')")
+    catalog = discover(db.config())  # discovered once, reused: what Meltano does when it caches
+    first = run_tap(db.config(), catalog=catalog).check()
+    db.execute("ALTER TABLE customers ADD COLUMN tier text")
+    db.execute("INSERT INTO customers VALUES (2, 'b', 'silver')")
+    run = run_tap(db.config(), catalog=catalog, state=first.final_state).check()
+    assert "tier" in _schema_before_first_record(run, "public-customers")
+    assert run.records() == [
+        {
+            "id": 2,
+            "name": "b",
+            "tier": "silver",
+            "_sdc_lsn": run.records()[0]["_sdc_lsn"],
+            "_sdc_deleted_at": None,
+        }
+    ]
+    # A fresh target fed the pinned catalog from scratch also gets the column in the snapshot.
+    fresh = run_tap(
+        db.config(slot_name="fresh_slot", publication_name="fresh_pub"), catalog=catalog
+    ).check()
+    assert {r["id"]: r.get("tier") for r in fresh.records()} == {1: None, 2: "silver"}
+    assert "tier" in _schema_before_first_record(fresh, "public-customers")
+
+
+def test_deselected_column_stays_hidden_across_schema_changes(db) -> None:
+    db.execute("CREATE TABLE people (id int PRIMARY KEY, name text, ssn text)")
+    db.execute("INSERT INTO people VALUES (1, 'ann', '123')")
+    catalog = select_streams(discover(db.config()), {"public-people"})
+    for item in catalog["streams"][0]["metadata"]:
+        if item["breadcrumb"] == ["properties", "ssn"]:
+            item["metadata"]["selected"] = False
+    first = run_tap(db.config(), catalog=catalog).check()
+    db.execute("ALTER TABLE people ADD COLUMN email text")
+    db.execute("INSERT INTO people VALUES (2, 'bob', '456', 'bob@example.com')")
+    db.execute("ALTER TABLE people ADD COLUMN age int")
+    db.execute("INSERT INTO people VALUES (3, 'cy', '789', 'cy@example.com', 30)")
+    run = run_tap(db.config(), catalog=catalog, state=first.final_state).check()
+    for message in run.of_type("SCHEMA"):
+        assert "ssn" not in message["schema"]["properties"]
+    assert "email" in run.of_type("SCHEMA")[-1]["schema"]["properties"]
+    records = {r["id"]: r for r in run.records()}
+    assert all("ssn" not in r for r in records.values())
+    assert records[2]["email"] == "bob@example.com" and records[3]["age"] == 30
