@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from singer_sdk.singerlib import CatalogEntry, MetadataMapping, Schema
 from singer_sdk.sql import SQLConnector
 
-from tap_pgcdc import typemap
+from tap_pgcdc import tunnel, typemap
 from tap_pgcdc.errors import ConnectionFailed
 from tap_pgcdc.typemap import PgType
 
@@ -53,6 +53,10 @@ RELKIND_PARTITIONED = "p"
 RELKIND_VIEW = "v"
 RELKIND_MATVIEW = "m"
 
+# PostgreSQL 12 cannot publish a partitioned table (publish_via_partition_root came with 13):
+# there its partitions are the LOG_BASED streams, and the parent only a FULL_TABLE one.
+PUBLISH_PARTITION_ROOT_SINCE = 130000
+
 
 def session_options() -> str:
     """The libpq `options` string that pins our session settings."""
@@ -80,6 +84,10 @@ def connection_kwargs(config: Mapping[str, t.Any]) -> dict[str, t.Any]:
     for key in ("sslmode", "sslrootcert", "sslcert", "sslkey"):
         if config.get(key):
             kwargs[key] = config[key]
+    endpoint = tunnel.local_endpoint(config)
+    if endpoint is not None:
+        # Connect to the tunnel; `host` stays the name sslmode=verify-full checks.
+        kwargs["hostaddr"], kwargs["port"] = endpoint
     return kwargs
 
 
@@ -166,7 +174,7 @@ SELECT c.oid, n.nspname, c.relname, c.relkind, c.reltuples::bigint, c.relreplide
 FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p', 'v', 'm')
-  AND NOT c.relispartition
+  AND (NOT c.relispartition OR %(with_partitions)s)
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
   AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)'
   AND pg_catalog.has_table_privilege(c.oid, 'SELECT')
@@ -258,8 +266,9 @@ def load_tables(
     oids: Sequence[int] | None = None,
 ) -> list[TableInfo]:
     """Read tables (and views) the user may SELECT, honouring the schema/table filters."""
+    with_partitions = conn.server_version < PUBLISH_PARTITION_ROOT_SINCE
     with conn.cursor() as cur:
-        cur.execute(_TABLES_SQL)
+        cur.execute(_TABLES_SQL, {"with_partitions": with_partitions})
         tables = cur.fetchall()
     if oids is not None:
         wanted_oids = set(oids)
@@ -330,17 +339,26 @@ def table_schema(table: TableInfo, *, use_singer_decimal: bool) -> dict[str, t.A
     return {"type": "object", "properties": properties}
 
 
-def catalog_entry(table: TableInfo, *, use_singer_decimal: bool) -> dict[str, t.Any]:
-    """Build the Singer catalog entry (schema and metadata) of a table, as a dict."""
+def catalog_entry(
+    table: TableInfo, *, use_singer_decimal: bool, publishable_parents: bool = True
+) -> dict[str, t.Any]:
+    """Build the Singer catalog entry (schema and metadata) of a table, as a dict.
+
+    `publishable_parents` is false on PostgreSQL 12, whose partitions are streams of their own:
+    a partitioned parent is then offered as FULL_TABLE and not selected by default (selected
+    too, it would deliver every row twice).
+    """
     schema = table_schema(table, use_singer_decimal=use_singer_decimal)
+    unpublishable_parent = table.kind == RELKIND_PARTITIONED and not publishable_parents
     # Views and materialized views have no change stream: they can only be re-read in full.
-    method = "FULL_TABLE" if table.is_view else "LOG_BASED"
+    full_only = table.is_view or unpublishable_parent
+    method = "FULL_TABLE" if full_only else "LOG_BASED"
     metadata = MetadataMapping.get_standard_metadata(
         schema=schema,
         schema_name=table.schema,
         key_properties=list(table.key),
-        replication_method="FULL_TABLE" if table.is_view else None,
-        selected_by_default=True,
+        replication_method="FULL_TABLE" if full_only else None,
+        selected_by_default=not unpublishable_parent,
     )
     entry = CatalogEntry(
         tap_stream_id=table.stream_name,
@@ -376,12 +394,16 @@ class PgCdcConnector(SQLConnector):
         query = {
             k: config[k] for k in ("sslmode", "sslrootcert", "sslcert", "sslkey") if config.get(k)
         }
+        port = int(config.get("port", 5432))
+        endpoint = tunnel.local_endpoint(config)
+        if endpoint is not None:
+            query["hostaddr"], port = endpoint
         url = sa.engine.URL.create(
             drivername="postgresql+psycopg2",
             username=config.get("user"),
             password=config.get("password"),
             host=config.get("host", "localhost"),
-            port=int(config.get("port", 5432)),
+            port=port,
             database=config.get("database"),
             query=query,
         )
@@ -407,9 +429,22 @@ class PgCdcConnector(SQLConnector):
         finally:
             conn.close()
 
+    @cached_property
+    def server_version(self) -> int:
+        conn = self.open()
+        try:
+            return int(conn.server_version)
+        finally:
+            conn.close()
+
     def discover_catalog_entries(self, **_: t.Any) -> list[dict]:
         """Every readable table, partitioned parent, view and materialized view."""
+        publishable_parents = self.server_version >= PUBLISH_PARTITION_ROOT_SINCE
         return [
-            catalog_entry(table, use_singer_decimal=self.use_singer_decimal)
+            catalog_entry(
+                table,
+                use_singer_decimal=self.use_singer_decimal,
+                publishable_parents=publishable_parents,
+            )
             for table in self.load_tables()
         ]

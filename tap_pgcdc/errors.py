@@ -46,11 +46,22 @@ class ConnectionFailed(TapPgCdcError):
             hint = "check the `database` setting (the database must exist)"
         elif "role" in low and "does not exist" in low:
             hint = "check the `user` setting (the role must exist)"
+        elif "pg_hba.conf" in low and "no encryption" in low:
+            hint = (
+                "the server accepts this connection only over SSL (hostssl in pg_hba.conf): set "
+                "`sslmode` to require, or to verify-full with `sslrootcert` (the server's CA)"
+            )
         elif "pg_hba.conf" in low:
             hint = (
                 "the server's pg_hba.conf refuses this client: add a `host` entry for this user "
                 "(and a `host replication` entry for log-based capture), or use the managed "
                 "platform's network settings"
+            )
+        elif "does not match host name" in low:
+            hint = (
+                "with `sslmode` verify-full, `host` must be a name (or address) the server "
+                "certificate lists: connect by that name, or use verify-ca to check only that "
+                "`sslrootcert` signed it"
             )
         elif "ssl" in low or "certificate" in low:
             hint = "check `sslmode`, `sslrootcert`, `sslcert` and `sslkey`"
@@ -84,3 +95,38 @@ class SlotError(TapPgCdcError):
 
 class StateError(TapPgCdcError):
     """The input state is malformed, foreign, or cannot be resumed without losing changes."""
+
+
+class ConnectionLost(TapPgCdcError):
+    """A connection to the server broke during a run (restart, terminated backend, network).
+
+    Nothing is lost when this happens: STATE is only emitted after the records it covers, and
+    the slot keeps every change after the position the input state confirmed, so the next run
+    resumes from the last state the target stored.
+    """
+
+    RESUMES = (
+        "Nothing is lost: the next run resumes from the last STATE the target stored (changes "
+        "after it are still in the replication slot)"
+    )
+
+    @classmethod
+    def during(cls, what: str, detail: str, config: t.Mapping[str, t.Any]) -> ConnectionLost:
+        """The error for a connection lost while doing `what` (e.g. "reading the slot")."""
+        reason = " ".join(detail.split()).rstrip(".") or "the connection was closed"
+        password = config.get("password")
+        if password:
+            reason = reason.replace(str(password), "***")
+        low = reason.lower()
+        if "administrator command" in low:
+            why = "the server ended the session (pg_terminate_backend, or a shutdown or restart)"
+        elif "shutdown" in low or "starting up" in low or "not yet accepting" in low:
+            why = "the server was shut down or restarted"
+        else:
+            why = "the connection broke (server restart or crash, network, or a timeout)"
+        return cls(
+            f"Lost the connection to PostgreSQL while {what}: {why}. Server said: {reason}. "
+            f"{cls.RESUMES}. Fix: run the tap again once the server is reachable; if this "
+            "keeps happening, check the server log and the network (tunnels, proxies, "
+            "wal_sender_timeout)."
+        )

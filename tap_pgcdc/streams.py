@@ -21,7 +21,7 @@ import psycopg2.extensions
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.sql import SQLStream
 
-from tap_pgcdc import typemap
+from tap_pgcdc import emit, typemap
 from tap_pgcdc.connector import (
     SDC_DELETED_AT,
     SDC_LSN,
@@ -33,6 +33,7 @@ from tap_pgcdc.connector import (
 )
 from tap_pgcdc.errors import ConfigError
 from tap_pgcdc.replication.lsn import format_lsn, parse_lsn
+from tap_pgcdc.snapshot_json import JsonSnapshot
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
@@ -124,7 +125,23 @@ class PgCdcStream(SQLStream):
         return str(self.catalog_entry.get("table_name") or self.name.split("-", 1)[1])
 
     def bind_table(self, table: TableInfo) -> None:
-        """Attach the live table description (types for conversion, key, columns)."""
+        """Attach the live table description (types for conversion, key, columns).
+
+        A catalog can predate ALTER TABLE (Meltano caches catalogs of installed plugins). The
+        log carries the table's current columns, so a table stream whose columns changed since
+        discovery adopts the live column set now, keeping the catalog's schema for columns it
+        knows (a user may have edited them). Its SCHEMA then matches every record it sends.
+        """
+        self._bind_converters(table)
+        if table.is_view:
+            return
+        known = self.schema.get("properties", {})
+        live = table_schema(table, use_singer_decimal=self.connector.use_singer_decimal)
+        if set(live["properties"]) != set(known):
+            merged = {name: known.get(name, prop) for name, prop in live["properties"].items()}
+            self._adopt_schema({**self.schema, "properties": merged})
+
+    def _bind_converters(self, table: TableInfo) -> None:
         self.table = table
         self._converters = {
             col.name: typemap.converter(
@@ -132,6 +149,18 @@ class PgCdcStream(SQLStream):
             )
             for col in table.columns
         }
+
+    def _adopt_schema(self, schema: dict[str, t.Any]) -> None:
+        """Make `schema` the stream's schema for records, maps and SCHEMA messages."""
+        # SQLStream.schema is a cached_property read from the catalog; replace the cached value.
+        self.__dict__["schema"] = schema
+        self._schema = schema
+        # Registered as the SDK does at start: filtered by the catalog's selection (new columns
+        # inherit the stream's selection). The stream caches its maps: drop them to pick these up.
+        self._tap.mapper.register_raw_stream_schema(
+            self.name, self.get_selected_schema(), list(self.primary_keys)
+        )
+        self._stream_maps = []
 
     def converter_for(self, column: str) -> typemap.Converter:
         return self._converters[column]
@@ -142,12 +171,10 @@ class PgCdcStream(SQLStream):
         The new schema goes through the SDK's mapper so stream maps and selection apply to it,
         and a SCHEMA message is written before the next record.
         """
-        self.bind_table(table)
-        schema = table_schema(table, use_singer_decimal=self.connector.use_singer_decimal)
-        # SQLStream.schema is a cached_property read from the catalog; replace the cached value.
-        self.__dict__["schema"] = schema
-        self._schema = schema
-        self._tap.mapper.register_raw_stream_schema(self.name, schema, list(self.primary_keys))
+        self._bind_converters(table)
+        self._adopt_schema(
+            table_schema(table, use_singer_decimal=self.connector.use_singer_decimal)
+        )
         self._write_schema_message()
 
     # --- state ----------------------------------------------------------------------------
@@ -209,7 +236,17 @@ class PgCdcStream(SQLStream):
         columns = self._snapshot_columns()
         raw_text_casters(conn, (col.type.oid for col in columns))
         progress = self.bookmark.setdefault("snapshot", {"after": None})
-        if self.table.key:
+        lines = emit.snapshot_lines(self)
+        if lines is not None:
+            # Nothing the SDK does per record applies: the server renders the records' JSON
+            # and they are written here, so nothing is yielded to the SDK's loop.
+            snapshot = JsonSnapshot(self, columns, lines)
+            with self.get_record_counter() as counter:
+                if self.table.key:
+                    snapshot.read_by_key(conn, progress, self.chunk_size, counter)
+                else:
+                    snapshot.read_all(conn, self.chunk_size, counter)
+        elif self.table.key:
             yield from self._read_by_key(conn, columns, progress)
         else:
             yield from self._read_all(conn, columns)
@@ -234,9 +271,12 @@ class PgCdcStream(SQLStream):
         progress: dict[str, t.Any],
     ) -> Iterator[dict]:
         key_cols = [self.table.column(name) for name in self.table.key]
-        key_list = ", ".join(quote_ident(col.name) for col in key_cols)
+        # Identifiers may hold '%', which the driver would take for a placeholder.
+        key_list = ", ".join(quote_ident(col.name) for col in key_cols).replace("%", "%%")
         key_pos = [columns.index(col) for col in key_cols]
-        base = f"SELECT {self._select_list(columns)} FROM {self.table.quoted_name}"
+        base = f"SELECT {self._select_list(columns)} FROM {self.table.quoted_name}".replace(
+            "%", "%%"
+        )
         after_clause = (
             f" WHERE ({key_list}) > (" + ", ".join(f"%s::{col.sql_type}" for col in key_cols) + ")"
         )
@@ -245,7 +285,7 @@ class PgCdcStream(SQLStream):
             after = progress.get("after")
             with conn.cursor() as cur:
                 if after is None:
-                    cur.execute(base + tail)
+                    cur.execute(base + tail, [])
                 else:
                     cur.execute(base + after_clause + tail, after)
                 rows = cur.fetchall()

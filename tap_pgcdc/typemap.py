@@ -23,7 +23,16 @@ from typing import Any
 from tap_pgcdc.types.literals import Converter, array_parser, parse_hstore
 from tap_pgcdc.types.oids import BUILTIN_TYPE_ROWS
 
-__all__ = ["BUILTIN_TYPES", "Converter", "PgType", "converter", "json_schema"]
+__all__ = [
+    "BOOL_CONVERTER",
+    "BUILTIN_TYPES",
+    "STRING_CONVERTERS",
+    "TEXT_IS_JSON",
+    "Converter",
+    "PgType",
+    "converter",
+    "json_schema",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +161,15 @@ def _json(text: str) -> Any:
         return _JSON_DECODER_HUGE_INTS.decode(text)
 
 
+def _jsonb(text: str) -> Any:
+    """jsonb: parsed like json; its own function so that writers can tell jsonb's text apart.
+
+    jsonb prints a canonical document (keys unique and sorted, no newline outside strings),
+    which `tap_pgcdc.jsontext` copies into the output instead of parsing and re-serializing it.
+    """
+    return _json(text)
+
+
 def _bool(text: str) -> bool:
     if text == "t":
         return True
@@ -190,7 +208,7 @@ _BUILTIN_SCALARS: dict[str, tuple[dict[str, Any], Converter]] = {
     "interval": (_string("duration"), str),
     "uuid": (_string("uuid"), str),
     "json": (_JSON, _json),
-    "jsonb": (_JSON, _json),
+    "jsonb": (_JSON, _jsonb),
 }
 _SCALARS: dict[int, tuple[dict[str, Any], Converter]] = {
     _OID[name]: rule for name, rule in _BUILTIN_SCALARS.items()
@@ -200,6 +218,17 @@ _EXTENSION_SCALARS: dict[str, tuple[dict[str, Any], Converter]] = {
     "hstore": (_HSTORE, parse_hstore),
     "citext": (_STRING, str),
 }
+# What writers that render JSON straight from the text (tap_pgcdc/jsontext.py) need to know:
+STRING_CONVERTERS: frozenset[Converter] = frozenset(
+    {str, _date, _timestamp, _timestamptz, _iso_offset, _bytea, _money_text}
+)
+"""Converters whose result is always a `str`."""
+TEXT_IS_JSON: frozenset[Converter] = frozenset({int, Decimal, _jsonb})
+"""Converters whose input, as the server prints it, is already a JSON text of their result: the
+same integer, the same decimal (digits and exponent; NaN and Infinity as the tap's tokens), the
+same jsonb document."""
+BOOL_CONVERTER: Converter = _bool
+
 _NUMERIC_OID = _OID["numeric"]
 _MONEY_OID = _OID["money"]
 _CHARACTER_OIDS = frozenset({_OID["varchar"], _OID["bpchar"]})

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import struct
 import time
 import typing as t
 from dataclasses import dataclass, field
 
 from tap_pgcdc import connector as pgconn
+from tap_pgcdc import emit
 from tap_pgcdc.connector import SDC_DELETED_AT, SDC_LSN, ColumnInfo, quote_ident
 from tap_pgcdc.replication.decoder import decode
 from tap_pgcdc.replication.lsn import format_lsn
@@ -48,7 +50,16 @@ if t.TYPE_CHECKING:
 
     import psycopg2.extensions
 
+    from tap_pgcdc.replication.messages import TupleData
     from tap_pgcdc.streams import PgCdcStream
+
+
+# Insert, Update and Delete as the fast path reads them: type, relation OID, tuple marker.
+_CHANGE_TYPES = frozenset(b"IUD")
+_DELETE = ord("D")
+_NEW, _KEY, _OLD = ord("N"), ord("K"), ord("O")
+_CHANGE_HEADER = struct.Struct(">IB")  # relation OID, tuple marker (after the type byte)
+_CHANGE_TUPLE_AT = XLOGDATA_HEADER_SIZE + 1 + _CHANGE_HEADER.size
 
 
 class Transport(t.Protocol):
@@ -162,6 +173,8 @@ class LogReader:
                 continue
             if kind != XLOGDATA:
                 continue
+            if self._change(raw):
+                continue
             message = decode(memoryview(raw)[XLOGDATA_HEADER_SIZE:])
             if isinstance(message, Commit):
                 self._commit(message)
@@ -233,8 +246,75 @@ class LogReader:
             return None
         return routed
 
+    def _change(self, raw: bytes) -> bool:
+        """Write an Insert, Update or Delete straight from the XLogData bytes, if it can be.
+
+        The common changes take this path: their record is rendered from the tuple's bytes
+        (`decoder.tuple_renderer`), as the general path would build and write it. False, with
+        nothing done, for every other message and for changes that need the general path: a
+        stream on the SDK's path, an Update carrying an old row (a key change is possible),
+        values the server did not send, malformed data (which `decode` then reports).
+        """
+        if len(raw) < _CHANGE_TUPLE_AT or raw[XLOGDATA_HEADER_SIZE] not in _CHANGE_TYPES:
+            return False
+        relation_id, marker = _CHANGE_HEADER.unpack_from(raw, XLOGDATA_HEADER_SIZE + 1)
+        routed = self._route(relation_id)
+        begin = self._begin
+        if routed is None or begin is None:
+            return False
+        stream, plan = routed
+        lines = emit.record_lines(stream)
+        if lines is None or plan.not_sent:
+            return False
+        if raw[XLOGDATA_HEADER_SIZE] == _DELETE:
+            if marker not in (_KEY, _OLD):
+                return False
+            deleted, key = True, marker == _KEY
+        elif marker == _NEW:  # an Insert, or an Update without old row
+            deleted = key = False
+        else:
+            return False
+        if not lines.tuple_line(plan, raw, _CHANGE_TUPLE_AT, begin, deleted=deleted, key=key):
+            return False
+        self._count(stream)
+        return True
+
     def _write(self, stream: PgCdcStream, record: dict[str, t.Any]) -> None:
-        stream._write_record_message(record)
+        """Write a change record built as a dict, its metadata set (see `_meta`)."""
+        lines = emit.record_lines(stream)
+        if lines is None:
+            stream._write_record_message(record)
+        else:
+            begin = self._begin
+            assert begin is not None  # changes only arrive inside a transaction
+            lines.dict_line(record, begin)
+        self._count(stream)
+
+    def _write_tuple(
+        self,
+        stream: PgCdcStream,
+        plan: RelationPlan,
+        values: TupleData,
+        *,
+        deleted: bool,
+        key: bool,
+    ) -> bool:
+        """Write a tuple's record on the fast path, if the stream has one and the tuple is whole.
+
+        False (nothing written) when the record needs the dict path: the SDK's path, values the
+        server did not send (unchanged TOAST), columns the log never carries (generated).
+        """
+        lines = emit.record_lines(stream)
+        if lines is None or plan.not_sent:
+            return False
+        begin = self._begin
+        assert begin is not None  # changes only arrive inside a transaction
+        if not lines.change_line(plan, values, begin, deleted=deleted, key=key):
+            return False
+        self._count(stream)
+        return True
+
+    def _count(self, stream: PgCdcStream) -> None:
         self.summary.records += 1
         per = self.summary.per_stream
         per[stream.name] = per.get(stream.name, 0) + 1
@@ -251,6 +331,8 @@ class LogReader:
         if routed is None:
             return
         stream, plan = routed
+        if self._write_tuple(stream, plan, message.new, deleted=False, key=False):
+            return
         record, missing = plan.row(message.new)
         if missing:
             self._fill_missing(stream, plan, record, missing, plan.key_text(message.new))
@@ -268,6 +350,8 @@ class LogReader:
                 # The primary key changed: the old row is gone under its old key.
                 old_record = plan.old_row(old, message.old_kind or "K")
                 self._write(stream, self._meta(old_record, deleted=True))
+        if self._write_tuple(stream, plan, message.new, deleted=False, key=False):
+            return
         full_old = old if message.old_kind == "O" else None
         record, missing = plan.row(message.new, full_old)
         if missing:
@@ -279,6 +363,9 @@ class LogReader:
         if routed is None:
             return
         stream, plan = routed
+        key = message.old_kind == "K"
+        if self._write_tuple(stream, plan, message.old, deleted=True, key=key):
+            return
         record = plan.old_row(message.old, message.old_kind)
         self._write(stream, self._meta(record, deleted=True))
 

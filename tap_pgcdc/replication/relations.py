@@ -12,6 +12,7 @@ from __future__ import annotations
 import typing as t
 from dataclasses import dataclass
 
+from tap_pgcdc.jsontext import Fragment, fragment
 from tap_pgcdc.replication.messages import UNCHANGED_TOAST, Relation
 
 if t.TYPE_CHECKING:
@@ -24,11 +25,12 @@ if t.TYPE_CHECKING:
 COLUMN_FLAG_KEY = 1
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class RelationPlan:
     """How to turn one relation's tuples into records of one stream.
 
     Resolved once per Relation message, so per-row work is a loop over prepared converters.
+    Compared and hashed by identity: writers keep per-plan layouts keyed by the plan.
     """
 
     relation: Relation
@@ -37,6 +39,7 @@ class RelationPlan:
     key_positions: tuple[int, ...]  # the stream's primary key columns, as tuple positions
     identity_positions: tuple[int, ...]  # columns the server flags as replica identity
     not_sent: tuple[str, ...]  # stream columns the log never carries (generated columns)
+    fragments: tuple[Fragment | None, ...]  # text -> JSON of the converted value (None: the text)
 
     @classmethod
     def build(
@@ -57,6 +60,7 @@ class RelationPlan:
                 i for i, col in enumerate(relation.columns) if col.flags & COLUMN_FLAG_KEY
             ),
             not_sent=tuple(not_sent),
+            fragments=tuple(fragment(convert) for convert in converters),
         )
 
     def row(

@@ -151,24 +151,37 @@ def check_logical_replication(
         ServerConfigError: Unsupported version, wal_level not logical, no free slot or sender.
         PrivilegeError: The role may not use replication.
     """
+    problems = server_problems(info, need_slots=need_slots, need_senders=need_senders)
+    if problems:
+        raise problems[0]
+
+
+def server_problems(
+    info: ServerInfo, *, need_slots: int = 1, need_senders: int = 1
+) -> list[ServerConfigError | PrivilegeError]:
+    """Every reason the server or role cannot serve this run, in the order a user fixes them.
+
+    `check_logical_replication` raises the first; the preflight check (`--test`) lists them all.
+    """
+    problems: list[ServerConfigError | PrivilegeError] = []
     if info.version_num < MIN_SERVER_VERSION:
         msg = (
             f"PostgreSQL {_version_text(info.version_num)} is not supported: tap-pgcdc needs "
             f"PostgreSQL {_version_text(MIN_SERVER_VERSION)} or later. Fix: upgrade the server."
         )
-        raise ServerConfigError(msg)
+        problems.append(ServerConfigError(msg))
     if info.wal_level != "logical":
         msg = (
             f"wal_level is {info.wal_level!r} on this server, but logical replication needs "
             f"'logical'. Fix: {_WAL_LEVEL_FIX}."
         )
-        raise ServerConfigError(msg)
+        problems.append(ServerConfigError(msg))
     if not info.can_replicate:
         msg = (
             f"Role {info.current_user!r} may not use replication: it is not a superuser and has "
             f"no REPLICATION attribute. Fix: {_replication_fix(info.current_user)}."
         )
-        raise PrivilegeError(msg)
+        problems.append(PrivilegeError(msg))
     free_slots = info.max_replication_slots - info.slots_in_use
     if free_slots < need_slots:
         msg = (
@@ -180,7 +193,7 @@ def check_logical_replication(
             f"{info.slots_in_use + need_slots}; and restart PostgreSQL (on a managed service, "
             "change it in the parameter group / server parameters)."
         )
-        raise ServerConfigError(msg)
+        problems.append(ServerConfigError(msg))
     if info.max_wal_senders - info.senders_in_use < need_senders:
         msg = (
             f"No free WAL sender: max_wal_senders = {info.max_wal_senders} and "
@@ -190,7 +203,8 @@ def check_logical_replication(
             "raise the limit with ALTER SYSTEM SET max_wal_senders = "
             f"{info.senders_in_use + need_senders}; and restart PostgreSQL."
         )
-        raise ServerConfigError(msg)
+        problems.append(ServerConfigError(msg))
+    return problems
 
 
 # --- the slot -----------------------------------------------------------------------------------
@@ -295,13 +309,7 @@ def ensure_slot(
     created = False
     if info is None:
         if not create:
-            msg = (
-                f"Replication slot {name!r} does not exist and create_slot is false. Fix: create "
-                f"it in database {conn.info.dbname!r} with "
-                f"{_create_slot_sql(name, failover=failover)} or set create_slot = true to let "
-                "the tap create it."
-            )
-            raise SlotError(msg)
+            raise SlotError(_missing_slot_message(conn, name, failover=failover))
         info, created = _create_slot(conn, name, failover=failover)
     _check_slot_identity(conn, info)
     if failover:
@@ -314,6 +322,49 @@ def ensure_slot(
             name,
         )
     return info, created
+
+
+def slot_problems(
+    conn: Connection,
+    name: str,
+    *,
+    create: bool,
+    failover: bool = False,
+    allow_invalidated: bool = False,
+) -> list[str]:
+    """What `ensure_slot` would refuse, found without creating or changing anything.
+
+    For the checks before a run changes anything, and the preflight check (`--test`). An empty
+    list: the slot is usable, or missing and `create` lets the tap create it. With
+    `allow_invalidated`, an invalidated slot passes (the caller recovers from it or refuses it).
+    """
+    try:
+        _check_slot_name(name)
+        if failover:
+            _check_failover_supported(conn)
+    except ConfigError as exc:
+        return [str(exc)]
+    info = get_slot(conn, name)
+    if info is None:
+        return [] if create else [_missing_slot_message(conn, name, failover=failover)]
+    try:
+        _check_slot_identity(conn, info)
+        if failover:
+            _check_failover_slot(conn, info)
+        if not (allow_invalidated and _invalidation(info) is not None):
+            _check_slot_usable(conn, info)
+    except SlotError as exc:
+        return [str(exc)]
+    return []
+
+
+def _missing_slot_message(conn: Connection, name: str, *, failover: bool) -> str:
+    return (
+        f"Replication slot {name!r} does not exist and create_slot is false. Fix: create "
+        f"it in database {conn.info.dbname!r} with "
+        f"{_create_slot_sql(name, failover=failover)} or set create_slot = true to let "
+        "the tap create it."
+    )
 
 
 def _create_slot(conn: Connection, name: str, *, failover: bool = False) -> tuple[SlotInfo, bool]:
@@ -468,6 +519,15 @@ def _invalidation(info: SlotInfo) -> tuple[str, str] | None:
     return None
 
 
+def invalidation(info: SlotInfo) -> tuple[str, str] | None:
+    """(what the catalog says, why) if the server invalidated the slot, else None.
+
+    An invalidated slot can never be read again: the changes since its confirmed position are
+    gone, and the only way on is a new slot and new snapshots.
+    """
+    return _invalidation(info)
+
+
 def _check_slot_usable(conn: Connection, info: SlotInfo) -> None:
     name = info.name
     invalidated = _invalidation(info)
@@ -475,9 +535,10 @@ def _check_slot_usable(conn: Connection, info: SlotInfo) -> None:
         detail, cause = invalidated
         msg = (
             f"Replication slot {name!r} was invalidated ({detail}): {cause}. The changes it "
-            "held cannot be read any more. Fix: recover by re-snapshotting: drop the slot with "
-            f"{_drop_slot_sql(name)} then run the tap without its state, so that it creates a "
-            "new slot and snapshots every table again."
+            "held cannot be read any more. Fix: recover by re-snapshotting: set on_slot_lost = "
+            "resnapshot and run the tap (it drops and recreates the slot and snapshots the "
+            "streams again), or drop the slot with "
+            f"{_drop_slot_sql(name)} then run the tap without its state."
         )
         if cause == _INVALIDATION_CAUSES["wal_removed"]:
             msg += " To prevent it, run the tap more often or raise max_slot_wal_keep_size."
@@ -779,13 +840,7 @@ def ensure_publication(
     if publication is None:
         sql = _create_publication_sql(name, selected, version)
         if not create:
-            msg = (
-                f"Publication {name!r} does not exist and create_publication is false. Fix: "
-                f"create it in database {conn.info.dbname!r} (as the owner of the tables or a "
-                f"superuser) with: {sql} or set create_publication = true to let the tap "
-                "create it."
-            )
-            raise SlotError(msg)
+            raise SlotError(_missing_publication_message(conn, name, sql))
         publication = _create_publication(conn, name, sql)
     _check_publish_options(publication.info, selected)
     info = publication.info
@@ -897,24 +952,9 @@ def _alter_publication(
 ) -> None:
     info = publication.info
     statements = _alter_publication_sql(publication, selected)
-    with _cursor(conn) as cur:
-        cur.execute(
-            "SELECT pg_catalog.pg_has_role(pubowner, 'USAGE') FROM pg_catalog.pg_publication "
-            "WHERE oid = %s",
-            (publication.oid,),
-        )
-        row = cur.fetchone()
-    if row is not None and not row[0]:
-        user = conn.info.user
-        msg = (
-            f"Publication {info.name!r} is owned by role {info.owner!r}, so {user!r} cannot "
-            "change it to list exactly the selected tables. Fix: have "
-            f"{info.owner!r} or a superuser run ALTER PUBLICATION {quote_ident(info.name)} "
-            f"OWNER TO {quote_ident(user)}; or set publication_name to a publication this user "
-            "owns; or set create_publication = false and use a publication that already lists "
-            f"the tables (here, {info.owner!r} would run: {' '.join(statements)})."
-        )
-        raise PrivilegeError(msg)
+    foreign = _foreign_owner_problem(conn, publication, statements)
+    if foreign:
+        raise PrivilegeError(foreign)
     try:
         with _cursor(conn) as cur:
             for statement in statements:
@@ -932,6 +972,125 @@ def _alter_publication(
         "Altered publication %s to list exactly the selected tables (newly listed: %s)",
         info.name,
         ", ".join(added) or "none",
+    )
+
+
+def _foreign_owner_problem(
+    conn: Connection, publication: _Publication, statements: Sequence[str]
+) -> str | None:
+    """Why the role cannot alter the publication (another role owns it), or None."""
+    info = publication.info
+    with _cursor(conn) as cur:
+        cur.execute(
+            "SELECT pg_catalog.pg_has_role(pubowner, 'USAGE') FROM pg_catalog.pg_publication "
+            "WHERE oid = %s",
+            (publication.oid,),
+        )
+        row = cur.fetchone()
+    if row is None or row[0]:
+        return None
+    user = conn.info.user
+    return (
+        f"Publication {info.name!r} is owned by role {info.owner!r}, so {user!r} cannot "
+        "change it to list exactly the selected tables. Fix: have "
+        f"{info.owner!r} or a superuser run ALTER PUBLICATION {quote_ident(info.name)} "
+        f"OWNER TO {quote_ident(user)}; or set publication_name to a publication this user "
+        "owns; or set create_publication = false and use a publication that already lists "
+        f"the tables (here, {info.owner!r} would run: {' '.join(statements)})."
+    )
+
+
+_CREATE_RIGHTS_SQL = """
+SELECT pg_catalog.has_database_privilege(pg_catalog.current_database(), 'CREATE'),
+       ARRAY(SELECT n.nspname || '.' || c.relname
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.oid = ANY(%s::oid[]) AND NOT pg_catalog.pg_has_role(c.relowner, 'USAGE')
+             ORDER BY 1)
+"""
+
+
+def publication_problems(
+    conn: Connection, name: str, tables: Sequence[TableInfo], *, create: bool
+) -> list[str]:
+    """What `ensure_publication` would refuse, found without creating or changing anything.
+
+    For the preflight check (`--test`): besides the checks `ensure_publication` makes, it asks
+    whether the role could create or alter the publication (the CREATE privilege on the database,
+    ownership of the publication and of the tables it would add), which a real run only learns
+    from the server's refusal.
+    """
+    try:
+        selected = _selected_tables(conn, tables)
+    except ConfigError as exc:
+        return [str(exc)]
+    publication = _load_publication(conn, name)
+    if publication is None:
+        sql = _create_publication_sql(name, selected, conn.server_version)
+        if not create:
+            return [_missing_publication_message(conn, name, sql)]
+        return _create_rights_problems(conn, name, selected, sql, creating=True)
+    problems = []
+    try:
+        _check_publish_options(publication.info, selected)
+    except SlotError as exc:
+        problems.append(str(exc))
+    wanted = {table.oid for table in selected}
+    if publication.info.all_tables or (
+        set(publication.tables) == wanted and not publication.schemas and not publication.filtered
+    ):
+        return problems
+    if not create:
+        try:
+            _check_publishes_all_of(publication, selected)
+        except SlotError as exc:
+            problems.append(str(exc))
+        return problems
+    statements = _alter_publication_sql(publication, selected)
+    foreign = _foreign_owner_problem(conn, publication, statements)
+    if foreign:
+        return [*problems, foreign]
+    adding = [table for table in selected if table.oid not in publication.tables]
+    return problems + _create_rights_problems(
+        conn, name, adding, " ".join(statements), creating=False
+    )
+
+
+def _create_rights_problems(
+    conn: Connection, name: str, tables: Sequence[_Table], sql: str, *, creating: bool
+) -> list[str]:
+    """Privileges missing to create the publication (or add tables to it), as problems."""
+    with _cursor(conn) as cur:
+        cur.execute(_CREATE_RIGHTS_SQL, ([table.oid for table in tables],))
+        row = cur.fetchone()
+    assert row is not None  # a SELECT without FROM always returns its row
+    can_create, not_owned = row
+    user = quote_ident(conn.info.user)
+    problems = []
+    if creating and not can_create:
+        problems.append(
+            f"Role {conn.info.user!r} may not create publication {name!r}: it lacks the CREATE "
+            f"privilege on database {conn.info.dbname!r}. Fix: GRANT CREATE ON DATABASE "
+            f"{quote_ident(conn.info.dbname)} TO {user}; or have the tables' owner or a "
+            f"superuser run: {sql} and set create_publication = false."
+        )
+    if not_owned:
+        action = "create publication" if creating else "add tables to publication"
+        problems.append(
+            f"Role {conn.info.user!r} may not {action} {name!r}: adding a table to a publication "
+            f"needs ownership of the table, and {', '.join(not_owned)} belong to other roles. "
+            "Fix: run "
+            "the tap as the tables' owner (or a role that is a member of it), or have the owner "
+            f"or a superuser run: {sql} and set create_publication = false."
+        )
+    return problems
+
+
+def _missing_publication_message(conn: Connection, name: str, sql: str) -> str:
+    return (
+        f"Publication {name!r} does not exist and create_publication is false. Fix: "
+        f"create it in database {conn.info.dbname!r} (as the owner of the tables or a "
+        f"superuser) with: {sql} or set create_publication = true to let the tap "
+        "create it."
     )
 
 

@@ -1,0 +1,226 @@
+"""`tap-pgcdc --test`: check everything a run needs, report every problem at once, change nothing.
+
+A run stops at the first problem it meets, after the checks before it; someone setting the tap
+up wants the whole list, each with its fix, in one go. This module asks the same questions as
+a run (tap.py, replication/slot.py), in a read-only session, and also those a run only learns
+from the server's refusal (may this role create the publication? accept a replication
+connection?). It creates no slot or publication and confirms nothing; the replication
+connection it opens to test access is closed at once.
+"""
+
+from __future__ import annotations
+
+import typing as t
+from dataclasses import dataclass, field
+
+import psycopg2
+
+from tap_pgcdc import connector as pgconn
+from tap_pgcdc.connector import quote_ident
+from tap_pgcdc.errors import TapPgCdcError
+from tap_pgcdc.replication import slot as slots
+from tap_pgcdc.replication.lsn import format_lsn
+from tap_pgcdc.replication.transport import open_replication_connection
+
+if t.TYPE_CHECKING:
+    import psycopg2.extensions
+
+    from tap_pgcdc.streams import PgCdcStream
+    from tap_pgcdc.tap import TapPgCdc
+
+
+@dataclass
+class Report:
+    """What the preflight check found: problems (each with its fix) and facts worth knowing."""
+
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def check(tap: TapPgCdc) -> Report:
+    """Every problem that would stop or endanger a run of `tap`, with its fix."""
+    report = Report()
+    try:
+        conn = pgconn.connect(tap.config)
+    except TapPgCdcError as exc:
+        report.problems.append(str(exc))
+        return report
+    try:
+        # Read-only: whatever a check runs, it cannot change the database.
+        conn.set_session(readonly=True, autocommit=True)
+        _check(tap, conn, report)
+    finally:
+        conn.close()
+    return report
+
+
+def _check(tap: TapPgCdc, conn: psycopg2.extensions.connection, report: Report) -> None:
+    config = tap.config
+    info = slots.server_info(conn)
+    report.notes.append(
+        f"PostgreSQL {info.version_num // 10000}.{info.version_num % 10000}, wal_level "
+        f"{info.wal_level}, role {info.current_user!r}, database {info.database!r}."
+    )
+    try:
+        streams = [t.cast("PgCdcStream", s) for s in tap.streams.values() if s.selected]
+    except TapPgCdcError as exc:
+        report.problems.append(str(exc))
+        return
+    if not streams:
+        report.problems.append(
+            "No stream is selected, so a run would replicate nothing. Fix: select tables "
+            "(meltano select tap-pgcdc <schema>-<table>, or `selected: true` in the catalog)."
+        )
+        return
+    bound = _bind_tables(conn, streams, info.current_user, report)
+    log_streams = []
+    for stream in bound:
+        try:
+            if stream.is_log_based:
+                log_streams.append(stream)
+        except TapPgCdcError as exc:
+            report.problems.append(str(exc))
+    report.notes.append(f"{len(streams)} selected stream(s), {len(log_streams)} of them LOG_BASED.")
+    if not log_streams:
+        return
+
+    slot_name = config.get("slot_name", "tap_pgcdc")
+    existing = slots.get_slot(conn, slot_name)
+    try:
+        tap._check_state_identity(info.system_identifier)
+        # Raises where a run would stop (on_slot_lost = fail); with resnapshot it only marks the
+        # streams in this in-memory state, which is never written.
+        tap._plan_slot_recovery(existing, slot_name, log_streams)
+    except TapPgCdcError as exc:
+        report.problems.append(str(exc))
+    pending = any(s.needs_snapshot for s in log_streams)
+    server = slots.server_problems(info, need_slots=(0 if existing else 1) + (1 if pending else 0))
+    report.problems.extend(str(problem) for problem in server)
+    if not server:  # else the server would refuse the connection for a reason already listed
+        _check_replication_connection(tap, report)
+
+    tables = [s.table for s in log_streams]
+    report.problems.extend(
+        f"{problem} (Alternatively set replication-method FULL_TABLE for the stream.)"
+        for problem in slots.replica_identity_problems(conn, tables)
+    )
+    report.problems.extend(
+        slots.publication_problems(
+            conn,
+            config.get("publication_name", "tap_pgcdc"),
+            tables,
+            create=bool(config.get("create_publication", True)),
+        )
+    )
+    if existing is None or slots.invalidation(existing) is None:
+        # An invalidated slot was judged by _plan_slot_recovery above.
+        report.problems.extend(
+            slots.slot_problems(
+                conn,
+                slot_name,
+                create=bool(config.get("create_slot", True)),
+                failover=bool(config.get("slot_failover", False)),
+            )
+        )
+    _note_slot(conn, slot_name, existing, report)
+
+
+def _bind_tables(
+    conn: psycopg2.extensions.connection,
+    streams: list[PgCdcStream],
+    user: str,
+    report: Report,
+) -> list[PgCdcStream]:
+    """Bind each stream to its table; one problem per table that is missing or unreadable."""
+    tables = {table.stream_name: table for table in pgconn.load_tables(conn)}
+    bound = []
+    for stream in streams:
+        table = tables.get(stream.name)
+        if table is not None:
+            stream.bind_table(table)
+            try:
+                with conn.cursor() as cur:  # what a snapshot reads, without reading it
+                    columns = ", ".join(quote_ident(col.name) for col in table.columns)
+                    cur.execute(f"SELECT {columns or 'NULL'} FROM {table.quoted_name} LIMIT 0")
+            except psycopg2.Error as exc:
+                report.problems.append(
+                    f"Stream {stream.name}: reading {table.schema}.{table.name} fails: "
+                    f"{' '.join(str(exc).split())}. Fix: GRANT SELECT ON {table.quoted_name} TO "
+                    f"{quote_ident(user)}; or deselect the stream."
+                )
+                continue
+            bound.append(stream)
+            continue
+        qualified = f"{quote_ident(stream.schema_name)}.{quote_ident(stream.table_name)}"
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT pg_catalog.has_table_privilege(c.oid, 'SELECT'), "
+                "pg_catalog.has_schema_privilege(c.relnamespace, 'USAGE') "
+                "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+                "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+                (stream.schema_name, stream.table_name),
+            )
+            row = cur.fetchone()
+        role = quote_ident(user)
+        if row is None:
+            report.problems.append(
+                f"Stream {stream.name}: table {stream.schema_name}.{stream.table_name} does not "
+                "exist. Fix: run --discover again and update the selection (it was dropped or "
+                "renamed), or deselect the stream."
+            )
+        elif not row[0] or not row[1]:
+            grants = f"GRANT SELECT ON {qualified} TO {role};"
+            if not row[1]:
+                grants = (
+                    f"GRANT USAGE ON SCHEMA {quote_ident(stream.schema_name)} TO {role}; {grants}"
+                )
+            report.problems.append(
+                f"Stream {stream.name}: role {user!r} may not read table "
+                f"{stream.schema_name}.{stream.table_name}. Fix: {grants} or deselect the stream."
+            )
+        else:
+            report.problems.append(
+                f"Stream {stream.name}: table {stream.schema_name}.{stream.table_name} is outside "
+                "filter_schemas / filter_tables. Fix: widen those settings or deselect the stream."
+            )
+    return bound
+
+
+def _check_replication_connection(tap: TapPgCdc, report: Report) -> None:
+    """Open (and close) a replication connection: pg_hba.conf needs a `replication` entry."""
+    try:
+        conn = open_replication_connection(tap.config)
+    except TapPgCdcError as exc:
+        report.problems.append(f"The replication connection was refused: {exc}")
+        return
+    conn.close()
+
+
+def _note_slot(
+    conn: psycopg2.extensions.connection,
+    slot_name: str,
+    slot: slots.SlotInfo | None,
+    report: Report,
+) -> None:
+    if slot is None:
+        report.notes.append(f"Slot {slot_name}: does not exist yet.")
+        return
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT pg_catalog.pg_size_pretty(pg_catalog.pg_wal_lsn_diff("
+            "pg_catalog.pg_current_wal_lsn(), restart_lsn)) "
+            "FROM pg_catalog.pg_replication_slots WHERE slot_name = %s",
+            (slot.name,),
+        )
+        row = cur.fetchone()
+    retained = row[0] if row and row[0] else "unknown"
+    confirmed = format_lsn(slot.confirmed_flush_lsn) if slot.confirmed_flush_lsn else "none"
+    report.notes.append(
+        f"Slot {slot.name}: confirmed up to {confirmed}, holding {retained} of WAL, "
+        f"wal_status {slot.wal_status or 'n/a'}."
+    )
+    if slot.wal_status == "unreserved":
+        report.notes.append(
+            f"Warning: slot {slot.name} is about to lose WAL it needs (wal_status = unreserved): "
+            "run the tap now, and more often, or raise max_slot_wal_keep_size."
+        )
