@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from tap_pgcdc import connector as pgconn
 from tap_pgcdc import emit
 from tap_pgcdc.connector import SDC_DELETED_AT, SDC_LSN, ColumnInfo, quote_ident
+from tap_pgcdc.progress import LogProgress
 from tap_pgcdc.replication.decoder import decode
-from tap_pgcdc.replication.lsn import format_lsn
+from tap_pgcdc.replication.lsn import format_lsn, parse_lsn
 from tap_pgcdc.replication.messages import (
     Begin,
     Commit,
@@ -115,10 +116,12 @@ class LogReader:
         self.settings = settings
         self.logger = logger or logging.getLogger(__name__)
         self.clock = clock
+        self.progress = LogProgress(self.logger, clock=clock)
         self.plans: dict[int, tuple[PgCdcStream, RelationPlan] | None] = {}
         # Every stream's bookmark as an int; transactions that committed before it are skipped.
         self.positions: dict[str, int] = {s.name: s.log_position or 0 for s in streams}
         self.summary = ReadSummary(position=min(self.positions.values(), default=0))
+        self._start = self.summary.position
         self._begin: Begin | None = None
         self._skip: frozenset[str] = frozenset()
         self._dirty = False
@@ -163,6 +166,8 @@ class LogReader:
                 if self._begin is None:
                     # Between transactions, everything committed before wal_end has been sent.
                     self._advance(wal_end)
+                    if self.progress.due():
+                        self._report()
                     if wal_end >= stop_lsn:
                         return self._finish("caught up")
                     if deadline is not None and now >= deadline:
@@ -178,6 +183,8 @@ class LogReader:
             message = decode(memoryview(raw)[XLOGDATA_HEADER_SIZE:])
             if isinstance(message, Commit):
                 self._commit(message)
+                if self.progress.due():
+                    self._report()
                 if message.end_lsn >= stop_lsn:
                     return self._finish("caught up")
                 if deadline is not None and now >= deadline:
@@ -191,7 +198,41 @@ class LogReader:
     def _finish(self, reason: str) -> ReadSummary:
         self._emit_state(force=True)
         self.summary.stopped = reason
-        return self.summary
+        summary = self.summary
+        self.logger.info(
+            "Log read (%s): %s.",
+            reason,
+            self.progress.summary(
+                start=self._start,
+                position=summary.position,
+                server_lsn=self._server_lsn(),
+                transactions=summary.transactions,
+                records=summary.records,
+            ),
+        )
+        return summary
+
+    # --- progress -----------------------------------------------------------------------------
+
+    def _report(self) -> None:
+        """A progress line: position, bytes behind the server, rates (every 30 s)."""
+        summary = self.summary
+        self.progress.log(
+            position=summary.position,
+            server_lsn=self._server_lsn(),
+            transactions=summary.transactions,
+            records=summary.records,
+        )
+
+    def _server_lsn(self) -> int:
+        """The server's current WAL position (replayed position on a standby)."""
+        with self.lookup_conn.cursor() as cur:
+            cur.execute(
+                "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()"
+                " ELSE pg_current_wal_lsn() END)::text"
+            )
+            row = cur.fetchone()
+        return parse_lsn(row[0]) if row and row[0] else 0
 
     # --- positions and state ----------------------------------------------------------------
 
