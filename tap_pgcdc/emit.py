@@ -11,8 +11,8 @@ therefore gets its emitter once (:func:`record_lines`):
 
 A line from :class:`RecordLines` has the SDK's fields ("type", "stream", "record", "version" when
 the stream has one, "time_extracted"), only the selected properties, and for every value the JSON
-value the writer produces for the converter's result (see `tap_pgcdc.jsontext.fragment`). `TAP_PGCDC_FAST_OUTPUT=0`
-in the environment forces the SDK's path, for comparisons.
+value the writer produces for the converter's result (see `tap_pgcdc.jsontext.fragment`).
+`TAP_PGCDC_FAST_OUTPUT=0` in the environment forces the SDK's path, for comparisons.
 """
 
 from __future__ import annotations
@@ -206,9 +206,12 @@ class RecordLines:
         this return False: the caller knows how to complete the row.
         """
         layout = self._layouts.get(plan) or self._layout(plan)
+        members = layout.key if key else layout.new
+        if len(values) != len(members):
+            return False
         parts: list[str] = []
         append = parts.append
-        for (prefix, render), value in zip(layout.key if key else layout.new, values, strict=True):
+        for (prefix, render), value in zip(members, values, strict=True):
             if prefix is None:
                 continue
             if value is None:

@@ -1,18 +1,17 @@
 """Snapshot chunks whose records the server renders as JSON, where its JSON is provably ours.
 
-On the fast path (see `tap_pgcdc.emit`) the snapshot SELECT returns one text per row: the record
-object, ready to frame as a RECORD line. Each column's part is a SQL expression that gives exactly
-the JSON the typemap converter and the writer give for the column's text, for the types listed in
-`_value_sql`; this is the point of the module and the reason every expression there names the
-server function it relies on. Every other value (other types, and dates before year 1, which
-`to_json` prints differently) arrives as a marker holding the value's output text,
+On the fast path (see `tap_pgcdc.emit`) the snapshot SELECT returns, per row, the record object
+ready to frame as a RECORD line. Each column's part is a SQL expression that gives exactly the
+JSON the typemap converter and the writer give for the column's text, for the types listed in
+`_rendering`, each with the reason it is exact. Every other value (other types, and dates before
+year 1, which `to_json` prints differently) arrives as a marker holding the value's output text,
 ``\\x01<column index>\\x02<text as a JSON string>\\x03``, and Python converts it with the column's
-converter and the writer's serializer: the plain path's own code. No other control character
-can occur in the rendered text, because every string in it is JSON-escaped.
+converter and the writer's serializer: the plain path's own code. No other control character can
+occur in the rendered text, because every string in it is JSON-escaped.
 
-A keyed table is read in chunks as on the plain path, with one difference: the chunk's last key
-is looked up first (an index-only scan in the same snapshot), so the chunk's rows are all the
-rows up to it and no row needs to be parsed to resume after it.
+A keyed table is read in chunks in key order, as on the plain path: each row also carries its
+key's text, the last one being where the next chunk and a resumed run start. A thread reads one
+chunk ahead, so that the server renders the next chunk while this one is written.
 """
 
 from __future__ import annotations

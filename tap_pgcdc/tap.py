@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import re
 import sys
 import typing as t
@@ -219,7 +220,7 @@ class TapPgCdc(SQLTap):
         if self._catalog_dict is not None:
             return self._catalog_dict
         if self.input_catalog:
-            return self.input_catalog.to_dict()
+            return _with_raw_root_metadata(self.input_catalog.to_dict(), self._raw_catalog)
         connector = t.cast("pgconn.PgCdcConnector", self.tap_connector)
         self._catalog_dict = {"streams": connector.discover_catalog_entries()}
         return self._catalog_dict
@@ -362,6 +363,10 @@ class TapPgCdc(SQLTap):
         super().load_state(state)
 
     _input_identity: dict[str, t.Any] | None = None
+
+    def __init__(self, *args: t.Any, catalog: t.Any = None, **kwargs: t.Any) -> None:
+        self._raw_catalog = _read_raw_catalog(catalog)
+        super().__init__(*args, catalog=catalog, **kwargs)
 
     def _check_state_identity(self, system_identifier: str) -> None:
         """Refuse a state written for another slot or server: its positions mean nothing here."""
@@ -896,3 +901,43 @@ def _current_flush_lsn(conn: psycopg2.extensions.connection) -> int:
         row = cur.fetchone()
     assert row is not None
     return parse_lsn(row[0])
+
+
+def _read_raw_catalog(catalog: t.Any) -> dict[str, t.Any] | None:
+    """The input catalog as given (a dict or a JSON file), before the SDK's model parses it."""
+    if isinstance(catalog, dict):
+        return catalog
+    if isinstance(catalog, (str, os.PathLike)):
+        try:
+            with open(catalog, encoding="utf-8") as handle:
+                raw = json.load(handle)
+        except (OSError, ValueError):
+            return None  # the SDK reports an unreadable catalog itself
+        return raw if isinstance(raw, dict) else None
+    return None
+
+
+def _with_raw_root_metadata(
+    catalog: dict[str, t.Any], raw: dict[str, t.Any] | None
+) -> dict[str, t.Any]:
+    """Restore root metadata keys the SDK's model drops, e.g. `replication-method`.
+
+    Meltano records a user's choice of replication method in the standard `replication-method`
+    metadata key; the SDK's StreamMetadata has no such field and loses it on parsing.
+    """
+    if not raw:
+        return catalog
+    raw_roots: dict[str, dict[str, t.Any]] = {}
+    for stream in raw.get("streams", []) if isinstance(raw.get("streams"), list) else []:
+        if not isinstance(stream, dict):
+            continue
+        for item in stream.get("metadata", []) or []:
+            if isinstance(item, dict) and item.get("breadcrumb") == []:
+                raw_roots[str(stream.get("tap_stream_id"))] = item.get("metadata") or {}
+    for stream in catalog.get("streams", []):
+        extra = raw_roots.get(stream.get("tap_stream_id"), {})
+        for item in stream.get("metadata", []):
+            if item.get("breadcrumb") == []:
+                for key, value in extra.items():
+                    item["metadata"].setdefault(key, value)
+    return catalog

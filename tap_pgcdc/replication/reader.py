@@ -517,8 +517,9 @@ class LogReader:
         cols = [table.column(name) for name in missing]
         keys = [table.column(name) for name in table.key]
         sql = (
-            f"SELECT {', '.join(quote_ident(c.name) for c in cols)} FROM {table.quoted_name} "
-            f"WHERE ({', '.join(quote_ident(k.name) for k in keys)}) = ("
+            # Identifiers are doubled-% escaped: the statement also carries %s parameters.
+            f"SELECT {', '.join(_ident(c.name) for c in cols)} FROM {_pct(table.quoted_name)} "
+            f"WHERE ({', '.join(_ident(k.name) for k in keys)}) = ("
             + ", ".join(f"%s::{k.sql_type}" for k in keys)
             + ")"
         )
@@ -531,3 +532,11 @@ class LogReader:
             return
         for col, value in zip(cols, row, strict=True):
             record[col.name] = None if value is None else stream.converter_for(col.name)(value)
+
+
+def _pct(sql: str) -> str:
+    return sql.replace("%", "%%")
+
+
+def _ident(name: str) -> str:
+    return _pct(quote_ident(name))

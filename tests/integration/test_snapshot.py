@@ -136,3 +136,30 @@ def test_stream_maps_apply(db) -> None:
     run = run_tap(config).check()
     (record,) = run.records("public-people")
     assert record["name_upper"] == "ANN" and "email" not in record
+
+
+def test_full_table_chosen_in_metadata_is_honoured(db) -> None:
+    """Meltano records the user's method as root metadata `replication-method`."""
+    db.execute("CREATE TABLE dims (id int PRIMARY KEY, label text)")
+    db.execute("INSERT INTO dims VALUES (1, 'a'), (2, 'b')")
+    catalog = select_streams(discover(db.config()), {"public-dims"})
+    for item in catalog["streams"][0]["metadata"]:
+        if item["breadcrumb"] == []:
+            item["metadata"]["replication-method"] = "FULL_TABLE"
+    first = run_tap(db.config(), catalog=catalog).check()
+    again = run_tap(db.config(), catalog=catalog, state=first.final_state).check()
+    assert [r["id"] for r in again.records()] == [1, 2]  # read in full again
+    assert db.execute(
+        "SELECT count(*) FROM pg_replication_slots WHERE database = current_database()"
+    ) == [(0,)]
+
+
+def test_percent_in_column_name_with_unchanged_toast(db) -> None:
+    db.execute('CREATE TABLE pct ("id%" int PRIMARY KEY, "v%s" text, body text)')
+    db.execute("ALTER TABLE pct ALTER COLUMN body SET STORAGE EXTERNAL")
+    db.execute("INSERT INTO pct VALUES (1, 'a', repeat('x', 9000))")
+    first = run_tap(db.config()).check()
+    db.execute('UPDATE pct SET "v%s" = \'b\' WHERE "id%" = 1')
+    run = run_tap(db.config(), state=first.final_state).check()
+    (record,) = run.records()
+    assert record["v%s"] == "b" and record["body"] == "x" * 9000
