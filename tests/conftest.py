@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from tap_pgcdc.connector import quote_ident  # noqa: E402
 from tests.pgserver import MATRIX_MAJORS, PgServer, start_server  # noqa: E402
 
 _db_counter = itertools.count(1)
@@ -167,3 +168,23 @@ def vdb(pg_at: PgServer, request: pytest.FixtureRequest) -> Iterator[TestDb]:
         yield test_db
     finally:
         test_db.drop()
+
+
+@pytest.fixture
+def make_role(pg: PgServer, db: TestDb) -> Iterator[Callable[..., str]]:
+    """Roles unique to this test, dropped afterwards with what they own."""
+    created: list[str] = []
+
+    def make(suffix: str, attributes: str = "LOGIN") -> str:
+        name = f"{db.name[:40]}_{suffix}"
+        pg.execute(f"CREATE ROLE {quote_ident(name)} {attributes}")
+        created.append(name)
+        return name
+
+    yield make
+    for name in reversed(created):
+        pg.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (name,)
+        )
+        db.execute(f"DROP OWNED BY {quote_ident(name)} CASCADE")
+        pg.execute(f"DROP ROLE {quote_ident(name)}")

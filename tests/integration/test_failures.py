@@ -88,26 +88,6 @@ def slots_and_publications(
         conn.close()
 
 
-@pytest.fixture
-def make_role(pg: PgServer, db: TestDb) -> Iterator[Callable[..., str]]:
-    """Roles unique to this test, dropped afterwards with what they own."""
-    created: list[str] = []
-
-    def make(suffix: str, attributes: str = "LOGIN") -> str:
-        name = f"{db.name[:40]}_{suffix}"
-        pg.execute(f"CREATE ROLE {quote_ident(name)} {attributes}")
-        created.append(name)
-        return name
-
-    yield make
-    for name in reversed(created):
-        pg.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (name,)
-        )
-        db.execute(f"DROP OWNED BY {quote_ident(name)} CASCADE")
-        pg.execute(f"DROP ROLE {quote_ident(name)}")
-
-
 # --- bad input: connection --------------------------------------------------------------------------
 
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-
-import pytest
+from collections.abc import Callable
 
 from tap_pgcdc.connector import quote_ident
 from tests.conftest import TestDb
@@ -46,25 +44,6 @@ def assert_clean_exit(run: TapRun) -> None:
     assert run.seconds < BOUND_SECONDS
     assert "Traceback" not in run.stderr, run.stderr[-3000:]
     assert run.raw_lines == []  # no Singer message at all: no record, no state
-
-
-@pytest.fixture
-def make_role(pg: PgServer, db: TestDb) -> Iterator[Callable[..., str]]:
-    created: list[str] = []
-
-    def make(suffix: str, attributes: str = "LOGIN") -> str:
-        name = f"{db.name[:40]}_{suffix}"
-        pg.execute(f"CREATE ROLE {quote_ident(name)} {attributes}")
-        created.append(name)
-        return name
-
-    yield make
-    for name in reversed(created):
-        pg.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (name,)
-        )
-        db.execute(f"DROP OWNED BY {quote_ident(name)} CASCADE")
-        pg.execute(f"DROP ROLE {quote_ident(name)}")
 
 
 def test_healthy_setup_passes_and_changes_nothing(db: TestDb) -> None:

@@ -43,26 +43,6 @@ def conn(db: TestDb) -> Iterator[Any]:
     connection.close()
 
 
-@pytest.fixture
-def make_role(pg: PgServer, db: TestDb) -> Iterator[Callable[..., str]]:
-    """Create roles unique to this test; they and what they own go away afterwards."""
-    created: list[str] = []
-
-    def make(suffix: str, attributes: str = "LOGIN") -> str:
-        name = f"{db.name[:40]}_{suffix}"
-        pg.execute(f"CREATE ROLE {quote_ident(name)} {attributes}")
-        created.append(name)
-        return name
-
-    yield make
-    for name in reversed(created):
-        pg.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (name,)
-        )
-        db.execute(f"DROP OWNED BY {quote_ident(name)} CASCADE")
-        pg.execute(f"DROP ROLE {quote_ident(name)}")
-
-
 def tables(conn: Any, *names: str) -> list[TableInfo]:
     """Discovered tables by name ("t" for public.t, or "schema.table"), in the order given."""
     found = {f"{t.schema}.{t.name}": t for t in load_tables(conn)}
