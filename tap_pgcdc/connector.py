@@ -21,6 +21,7 @@ from singer_sdk.sql import SQLConnector
 
 from tap_pgcdc import tunnel, typemap
 from tap_pgcdc.errors import ConnectionFailed
+from tap_pgcdc.pg.quoting import quote_ident
 from tap_pgcdc.typemap import PgType
 
 if t.TYPE_CHECKING:
@@ -157,16 +158,6 @@ class TableInfo:
                 return col
         msg = f"{self.schema}.{self.name} has no column {name!r}"
         raise KeyError(msg)
-
-
-def quote_ident(name: str) -> str:
-    """Quote an identifier the way Postgres does: always quoted, inner quotes doubled."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def quote_literal(value: str) -> str:
-    """Quote a string literal (standard_conforming_strings is on in every session)."""
-    return "'" + value.replace("'", "''") + "'"
 
 
 _TABLES_SQL = """

@@ -5,7 +5,7 @@ every stream map, building a RecordMessage and serializing its dict. With no str
 flattening and no nested selection in effect, all of that amounts to one JSON line. Each stream
 therefore gets its emitter once (:func:`record_lines`):
 
-- ``None``: the SDK's path, ``stream._write_record_message(record)``, which does everything the
+- ``None``: the SDK's path, ``stream.write_record(record)``, which does everything the
   SDK does (stream maps, flattening, selection, BATCH, dry-run limits).
 - a :class:`RecordLines`: writes that same line itself, from values already rendered as JSON.
 
@@ -27,6 +27,7 @@ from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.streams.core import Stream
 
+from tap_pgcdc import sdk
 from tap_pgcdc.connector import SDC_DELETED_AT, SDC_LSN
 from tap_pgcdc.jsontext import json_string, serialize
 from tap_pgcdc.replication.decoder import TupleRenderer, tuple_renderer
@@ -99,7 +100,7 @@ def _sdk_would_copy(stream: PgCdcStream) -> bool:
         and only.stream_alias == stream.name
         and not only.flattening_enabled
         and stream.TYPE_CONFORMANCE_LEVEL == TypeConformanceLevel.NONE
-        and isinstance(stream._tap.message_writer, PgCdcWriter)
+        and isinstance(sdk.message_writer(stream), PgCdcWriter)
         # Selection below the top level (inside object values) is the SDK's to apply.
         and all(selected for crumb, selected in stream.mask.items() if len(crumb) > 2)
     )
@@ -149,7 +150,7 @@ class RecordLines:
         The SDK stamps each record with the clock when it writes it; here records read together
         (a snapshot chunk, a transaction or a thousand of its changes) share one stamp.
         """
-        version = self.stream._stream_version
+        version = self.stream.table_version
         now = datetime.datetime.now(datetime.UTC).isoformat()
         if version is None:
             return f',"time_extracted":"{now}"}}\n'
@@ -167,7 +168,7 @@ class RecordLines:
         self._begin = begin
         self._count = 0
         self._state = self.stream.state_manager
-        self._version = self.stream._stream_version
+        self._version = self.stream.table_version
         self._tail = tail = self.tail()
         lsn = f"{json_string(SDC_LSN)}:{begin.final_lsn}"
         deleted_at = json_string(SDC_DELETED_AT)
@@ -184,7 +185,7 @@ class RecordLines:
         if (
             begin is not self._begin
             or self._count >= TIME_REFRESH_RECORDS
-            or self.stream._stream_version != self._version  # TRUNCATE: a new version follows
+            or self.stream.table_version != self._version  # TRUNCATE: a new version follows
         ):
             self._refresh(begin)
         self._count += 1

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 import psycopg2
 
 from tap_pgcdc import connector as pgconn
-from tap_pgcdc.connector import quote_ident
 from tap_pgcdc.errors import TapPgCdcError
+from tap_pgcdc.pg.lsn import format_lsn
+from tap_pgcdc.pg.quoting import quote_ident
 from tap_pgcdc.replication import slot as slots
-from tap_pgcdc.replication.lsn import format_lsn
 from tap_pgcdc.replication.transport import open_replication_connection
 
 if t.TYPE_CHECKING:

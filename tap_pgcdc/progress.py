@@ -11,7 +11,7 @@ import time
 import typing as t
 from dataclasses import dataclass, field
 
-from tap_pgcdc.replication.lsn import format_lsn
+from tap_pgcdc.pg.lsn import format_lsn
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable

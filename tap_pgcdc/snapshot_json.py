@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from tap_pgcdc import typemap
-from tap_pgcdc.connector import SDC_DELETED_AT, SDC_LSN, quote_ident, quote_literal
+from tap_pgcdc.connector import SDC_DELETED_AT, SDC_LSN
 from tap_pgcdc.jsontext import ascii_json, json_string, serialize
+from tap_pgcdc.pg.quoting import quote_ident, quote_literal
 
 if t.TYPE_CHECKING:
     from collections.abc import Generator, Iterator, Sequence
@@ -235,7 +236,7 @@ class JsonSnapshot:
                 self._write(chunk, counter)
                 # Every row of this chunk has been written: resume after its last key.
                 progress["after"] = list(chunk.rows[-1][1:])
-                self.stream._write_state_message()
+                self.stream.write_state()
 
     def _key_chunks(
         self, conn: psycopg2.extensions.connection, after: list[str] | None, chunk_size: int
@@ -267,7 +268,7 @@ class JsonSnapshot:
             if chunk.rows:
                 self._write(chunk, counter)
                 # As the SDK's loop does every so many records: a STATE, hence a flush.
-                self.stream._write_state_message()
+                self.stream.write_state()
 
     def _all_chunks(
         self, conn: psycopg2.extensions.connection, chunk_size: int

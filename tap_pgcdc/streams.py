@@ -21,18 +21,19 @@ import psycopg2.extensions
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.sql import SQLStream
 
-from tap_pgcdc import emit, typemap
+from tap_pgcdc import emit, sdk, typemap
 from tap_pgcdc.connector import (
     SDC_DELETED_AT,
     SDC_LSN,
     ColumnInfo,
     PgCdcConnector,
     TableInfo,
-    quote_ident,
     table_schema,
 )
 from tap_pgcdc.errors import ConfigError
-from tap_pgcdc.replication.lsn import format_lsn, parse_lsn
+from tap_pgcdc.pg.casters import raw_text_casters
+from tap_pgcdc.pg.lsn import format_lsn, parse_lsn
+from tap_pgcdc.pg.quoting import quote_ident
 from tap_pgcdc.snapshot_json import JsonSnapshot
 
 if t.TYPE_CHECKING:
@@ -44,22 +45,6 @@ LOG_BASED = "LOG_BASED"
 FULL_TABLE = "FULL_TABLE"
 
 DEFAULT_CHUNK_SIZE = 10_000
-
-
-def raw_text_casters(conn: psycopg2.extensions.connection, oids: Iterable[int]) -> None:
-    """Make psycopg2 return these types' text output untouched on this connection.
-
-    The converters in typemap.py take Postgres' text output, exactly what pgoutput sends, so
-    the snapshot and the log give identical values.
-    """
-    oid_tuple = tuple(sorted(set(oids)))
-    if oid_tuple:
-        caster = psycopg2.extensions.new_type(oid_tuple, "TAP_PGCDC_RAW", _identity)
-        psycopg2.extensions.register_type(caster, conn)
-
-
-def _identity(value: str | None, _cursor: object) -> str | None:
-    return value
 
 
 class PgCdcStream(SQLStream):
@@ -152,15 +137,8 @@ class PgCdcStream(SQLStream):
 
     def _adopt_schema(self, schema: dict[str, t.Any]) -> None:
         """Make `schema` the stream's schema for records, maps and SCHEMA messages."""
-        # SQLStream.schema is a cached_property read from the catalog; replace the cached value.
-        self.__dict__["schema"] = schema
-        self._schema = schema
-        # Registered as the SDK does at start: filtered by the catalog's selection (new columns
-        # inherit the stream's selection). The stream caches its maps: drop them to pick these up.
-        self._tap.mapper.register_raw_stream_schema(
-            self.name, self.get_selected_schema(), list(self.primary_keys)
-        )
-        self._stream_maps = []
+        # New columns inherit the stream's selection (see sdk.replace_schema).
+        sdk.replace_schema(self, schema)
 
     def converter_for(self, column: str) -> typemap.Converter:
         return self._converters[column]
@@ -175,7 +153,30 @@ class PgCdcStream(SQLStream):
         self._adopt_schema(
             table_schema(table, use_singer_decimal=self.connector.use_singer_decimal)
         )
-        self._write_schema_message()
+        self.write_schema()
+
+    # --- messages written outside the SDK's sync loop (see sdk.py) ---------------------------
+
+    def write_schema(self) -> None:
+        """Write this stream's SCHEMA message now."""
+        sdk.write_schema(self)
+
+    def write_record(self, record: dict[str, t.Any]) -> None:
+        """Write one record through the SDK's full record path (maps, selection)."""
+        sdk.write_record(self, record)
+
+    def write_state(self) -> None:
+        """Write the tap's STATE now."""
+        sdk.write_state(self)
+
+    @property
+    def table_version(self) -> int | None:
+        """The version records carry: the last TRUNCATE's or re-snapshot's LSN, or None."""
+        return sdk.table_version(self)
+
+    @table_version.setter
+    def table_version(self, version: int | None) -> None:
+        sdk.set_table_version(self, version)
 
     # --- state ----------------------------------------------------------------------------
 
@@ -295,7 +296,7 @@ class PgCdcStream(SQLStream):
                 last = rows[-1]
                 # Every row of this chunk has been written: resume after its last key.
                 progress["after"] = [last[pos] for pos in key_pos]
-                self._write_state_message()
+                self.write_state()
             if len(rows) < self.chunk_size:
                 return
 
@@ -323,6 +324,6 @@ class PgCdcStream(SQLStream):
         The new version is the truncating transaction's commit LSN, so a replay from an older
         bookmark produces the same versions and converges.
         """
-        self._stream_version = lsn
+        self.table_version = lsn
         self.bookmark["version"] = lsn
-        self._write_activate_version_message(lsn)
+        sdk.write_activate_version(self, lsn)

@@ -20,12 +20,12 @@ from singer_sdk.exceptions import (
     AbortedSyncPausedException,
     ConfigValidationError,
 )
-from singer_sdk.plugin_base import PluginBase, SingerCommand
+from singer_sdk.plugin_base import SingerCommand
 from singer_sdk.sql import SQLTap
 from singer_sdk.tap_base import CliTestOptionValue
 
 from tap_pgcdc import connector as pgconn
-from tap_pgcdc import preflight
+from tap_pgcdc import preflight, sdk
 from tap_pgcdc.errors import (
     ConfigError,
     ConnectionLost,
@@ -34,8 +34,8 @@ from tap_pgcdc.errors import (
     StateError,
     TapPgCdcError,
 )
+from tap_pgcdc.pg.lsn import format_lsn, parse_lsn
 from tap_pgcdc.replication import slot as slots
-from tap_pgcdc.replication.lsn import format_lsn, parse_lsn
 from tap_pgcdc.replication.reader import LogReader, ReaderSettings
 from tap_pgcdc.replication.transport import ReplicationError, ReplicationStream, SnapshotSession
 from tap_pgcdc.streams import PgCdcStream
@@ -333,7 +333,7 @@ class TapPgCdc(SQLTap):
         already written is at a transaction boundary, after the records it covers, so the
         target keeps the last of them and the next run resumes there.
         """
-        PluginBase._handle_termination(self, signum, frame)
+        sdk.default_termination(self, signum, frame)
 
     # --- state ----------------------------------------------------------------------------
 
@@ -480,7 +480,7 @@ class TapPgCdc(SQLTap):
         self._check_state_identity(info.system_identifier)
         for stream in log_streams:
             # Records carry the table version of the last TRUNCATE or re-snapshot, across runs.
-            stream._stream_version = stream.bookmark.get("version")
+            stream.table_version = stream.bookmark.get("version")
 
         slot_name = self.config.get("slot_name", "tap_pgcdc")
         publication = self.config.get("publication_name", "tap_pgcdc")
@@ -675,7 +675,7 @@ class TapPgCdc(SQLTap):
                         # implement ACTIVATE_VERSION drop every row they hold for it, including
                         # rows deleted meanwhile, and keep what this snapshot sends. The version,
                         # the consistent point, is above every earlier one (TRUNCATE commits).
-                        stream._write_schema_message()
+                        stream.write_schema()
                         stream.truncate(exported.consistent_point)
                     stream.snapshot_conn = conn
                     stream.sync()
@@ -725,7 +725,7 @@ class TapPgCdc(SQLTap):
             )
             for stream in log_streams:
                 if stream.snapshot_lsn is None:  # not snapshotted in this run
-                    stream._write_schema_message()
+                    stream.write_schema()
             with ReplicationStream(
                 self.config,
                 slot_name=slot_name,

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tap_pgcdc.connector import quote_ident  # noqa: E402
+from tap_pgcdc.pg.quoting import quote_ident  # noqa: E402
 from tests.pgserver import MATRIX_MAJORS, PgServer, start_server  # noqa: E402
 
 _db_counter = itertools.count(1)

@@ -2,7 +2,7 @@
 
 Field names and meanings follow the PostgreSQL documentation, "Logical Replication Message
 Formats". Integers keep the protocol's meaning: OIDs and xids are uint32, LSNs are uint64 integers
-(see :mod:`tap_pgcdc.replication.lsn`), and timestamps are UTC-aware datetimes.
+(see :mod:`tap_pgcdc.pg.lsn`), and timestamps are UTC-aware datetimes.
 
 Tuple data (the column values of a row) is a plain ``tuple`` with one item per column, in the
 relation's column order, because building one small object per column would dominate decoding

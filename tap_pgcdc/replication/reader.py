@@ -24,10 +24,12 @@ from dataclasses import dataclass, field
 
 from tap_pgcdc import connector as pgconn
 from tap_pgcdc import emit
-from tap_pgcdc.connector import SDC_DELETED_AT, SDC_LSN, ColumnInfo, quote_ident
+from tap_pgcdc.connector import SDC_DELETED_AT, SDC_LSN, ColumnInfo
+from tap_pgcdc.pg.casters import raw_text_casters
+from tap_pgcdc.pg.lsn import format_lsn, parse_lsn
+from tap_pgcdc.pg.quoting import quote_ident
 from tap_pgcdc.progress import LogProgress
 from tap_pgcdc.replication.decoder import decode
-from tap_pgcdc.replication.lsn import format_lsn, parse_lsn
 from tap_pgcdc.replication.messages import (
     Begin,
     Commit,
@@ -44,7 +46,6 @@ from tap_pgcdc.replication.transport import (
     XLOGDATA_HEADER_SIZE,
     parse_keepalive,
 )
-from tap_pgcdc.streams import raw_text_casters
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -324,7 +325,7 @@ class LogReader:
         """Write a change record built as a dict, its metadata set (see `_meta`)."""
         lines = emit.record_lines(stream)
         if lines is None:
-            stream._write_record_message(record)
+            stream.write_record(record)
         else:
             begin = self._begin
             assert begin is not None  # changes only arrive inside a transaction

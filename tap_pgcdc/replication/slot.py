@@ -24,9 +24,10 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 
-from tap_pgcdc.connector import RELKIND_PARTITIONED, RELKIND_TABLE, quote_ident, quote_literal
+from tap_pgcdc.connector import RELKIND_PARTITIONED, RELKIND_TABLE
 from tap_pgcdc.errors import ConfigError, PrivilegeError, ServerConfigError, SlotError
-from tap_pgcdc.replication.lsn import parse_lsn
+from tap_pgcdc.pg.lsn import parse_lsn
+from tap_pgcdc.pg.quoting import quote_ident, quote_literal
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence

@@ -25,7 +25,7 @@ import psycopg2.extras
 
 from tap_pgcdc.connector import connection_kwargs
 from tap_pgcdc.errors import ConnectionFailed, TapPgCdcError
-from tap_pgcdc.replication.lsn import format_lsn
+from tap_pgcdc.pg.lsn import format_lsn
 
 if t.TYPE_CHECKING:
     from collections.abc import Mapping

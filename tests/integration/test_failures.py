@@ -19,7 +19,7 @@ import psycopg2
 import psycopg2.extras
 import pytest
 
-from tap_pgcdc.connector import quote_ident
+from tap_pgcdc.pg.quoting import quote_ident
 from tests.conftest import TestDb
 from tests.integration.test_kill_campaign import KillableRun
 from tests.memory_target import MemoryTarget

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from tap_pgcdc.replication.lsn import parse_lsn
+from tap_pgcdc.pg.lsn import parse_lsn
 from tests.conftest import TestDb
 from tests.memory_target import MemoryTarget
 from tests.tap_runner import run_tap

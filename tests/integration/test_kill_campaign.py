@@ -555,7 +555,7 @@ def snapshot_pending(state: dict[str, Any] | None, workload: Workload) -> bool:
 
 def check_bookmarks_move_forward(state: dict[str, Any] | None, seen: dict[str, int]) -> None:
     """A stored state never moves a stream's position backwards (that would replay or skip)."""
-    from tap_pgcdc.replication.lsn import parse_lsn
+    from tap_pgcdc.pg.lsn import parse_lsn
 
     for stream, bookmark in ((state or {}).get("bookmarks") or {}).items():
         if bookmark.get("lsn") is None:
@@ -598,7 +598,7 @@ def compare(db: TestDb, target: MemoryTarget, result: CampaignResult) -> None:
 
 
 def check_slot_confirms_only_stored_positions(db: TestDb, target: MemoryTarget) -> None:
-    from tap_pgcdc.replication.lsn import parse_lsn
+    from tap_pgcdc.pg.lsn import parse_lsn
 
     [(confirmed,)] = db.execute(
         "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tap_pgcdc.connector import quote_ident
+from tap_pgcdc.pg.quoting import quote_ident
 from tests.conftest import TestDb
 from tests.memory_target import MemoryTarget
 from tests.pgserver import PgServer, start_server

@@ -11,8 +11,9 @@ import psycopg2
 import psycopg2.extras
 import pytest
 
-from tap_pgcdc.connector import TableInfo, connect, load_tables, quote_ident
+from tap_pgcdc.connector import TableInfo, connect, load_tables
 from tap_pgcdc.errors import ConfigError, PrivilegeError, ServerConfigError, SlotError
+from tap_pgcdc.pg.quoting import quote_ident
 from tap_pgcdc.replication.decoder import decode
 from tap_pgcdc.replication.messages import Insert, Relation
 from tap_pgcdc.replication.slot import (

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tap_pgcdc.replication.lsn import MAX_LSN, format_lsn, parse_lsn
+from tap_pgcdc.pg.lsn import MAX_LSN, format_lsn, parse_lsn
 
 
 @pytest.mark.parametrize(
