@@ -2,7 +2,7 @@
 
 A run stops at the first problem it meets, after the checks before it; someone setting the tap
 up wants the whole list, each with its fix, in one go. This module asks the same questions as
-a run (tap.py, replication/slot.py), in a read-only session, and also those a run only learns
+a run (run.py, recovery.py, replication/), in a read-only session, and also those a run only learns
 from the server's refusal (may this role create the publication? accept a replication
 connection?). It creates no slot or publication and confirms nothing; the replication
 connection it opens to test access is closed at once.
@@ -16,17 +16,21 @@ from dataclasses import dataclass, field
 import psycopg2
 
 from tap_pgcdc import connector as pgconn
+from tap_pgcdc import recovery, run
 from tap_pgcdc.errors import TapPgCdcError
 from tap_pgcdc.pg.lsn import format_lsn
 from tap_pgcdc.pg.quoting import quote_ident
 from tap_pgcdc.replication import slot as slots
 from tap_pgcdc.replication.transport import open_replication_connection
+from tap_pgcdc.state import check_identity
 
 if t.TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
     import psycopg2.extensions
 
+    from tap_pgcdc.settings import Settings
     from tap_pgcdc.streams import PgCdcStream
-    from tap_pgcdc.tap import TapPgCdc
 
 
 @dataclass
@@ -37,32 +41,50 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
 
-def check(tap: TapPgCdc) -> Report:
-    """Every problem that would stop or endanger a run of `tap`, with its fix."""
+def check(
+    config: Mapping[str, t.Any],
+    settings: Settings,
+    selected_streams: Callable[[], list[PgCdcStream]],
+    identity: dict[str, t.Any] | None,
+) -> Report:
+    """Every problem that would stop or endanger a run, with its fix.
+
+    Args:
+        config: The tap's settings as given (connection parameters).
+        settings: The same, parsed.
+        selected_streams: The selected streams (reading the catalog can itself fail).
+        identity: The slot and cluster the input state's positions belong to.
+    """
     report = Report()
     try:
-        conn = pgconn.connect(tap.config)
+        conn = pgconn.connect(config)
     except TapPgCdcError as exc:
         report.problems.append(str(exc))
         return report
     try:
         # Read-only: whatever a check runs, it cannot change the database.
         conn.set_session(readonly=True, autocommit=True)
-        _check(tap, conn, report)
+        _check(config, settings, selected_streams, identity, conn, report)
     finally:
         conn.close()
     return report
 
 
-def _check(tap: TapPgCdc, conn: psycopg2.extensions.connection, report: Report) -> None:
-    config = tap.config
+def _check(
+    config: Mapping[str, t.Any],
+    settings: Settings,
+    selected_streams: Callable[[], list[PgCdcStream]],
+    identity: dict[str, t.Any] | None,
+    conn: psycopg2.extensions.connection,
+    report: Report,
+) -> None:
     info = slots.server_info(conn)
     report.notes.append(
         f"PostgreSQL {info.version_num // 10000}.{info.version_num % 10000}, wal_level "
         f"{info.wal_level}, role {info.current_user!r}, database {info.database!r}."
     )
     try:
-        streams = [t.cast("PgCdcStream", s) for s in tap.streams.values() if s.selected]
+        streams = selected_streams()
     except TapPgCdcError as exc:
         report.problems.append(str(exc))
         return
@@ -84,20 +106,28 @@ def _check(tap: TapPgCdc, conn: psycopg2.extensions.connection, report: Report) 
     if not log_streams:
         return
 
-    slot_name = config.get("slot_name", "tap_pgcdc")
+    slot_name = settings.slot_name
     existing = slots.get_slot(conn, slot_name)
+    lost: tuple[str, ...] = ()
     try:
-        tap._check_state_identity(info.system_identifier)
-        # Raises where a run would stop (on_slot_lost = fail); with resnapshot it only marks the
-        # streams in this in-memory state, which is never written.
-        tap._plan_slot_recovery(existing, slot_name, log_streams)
+        check_identity(identity, slot_name=slot_name, system_identifier=info.system_identifier)
+        # Raises where a run would stop (on_slot_lost = fail); with resnapshot it names the
+        # streams a run would snapshot again.
+        plan = recovery.plan_slot_recovery(
+            run.slot_facts(slot_name, existing),
+            run.log_positions(log_streams),
+            resnapshot=settings.resnapshot_on_slot_lost,
+        )
+        if plan.needed:
+            lost = plan.lost
+            report.notes.append(plan.describe(slot_missing=existing is None))
     except TapPgCdcError as exc:
         report.problems.append(str(exc))
-    pending = any(s.needs_snapshot for s in log_streams)
+    pending = bool(lost) or any(s.needs_snapshot for s in log_streams)
     server = slots.server_problems(info, need_slots=(0 if existing else 1) + (1 if pending else 0))
     report.problems.extend(str(problem) for problem in server)
     if not server:  # else the server would refuse the connection for a reason already listed
-        _check_replication_connection(tap, report)
+        _check_replication_connection(config, report)
 
     tables = [s.table for s in log_streams]
     report.problems.extend(
@@ -106,20 +136,14 @@ def _check(tap: TapPgCdc, conn: psycopg2.extensions.connection, report: Report) 
     )
     report.problems.extend(
         slots.publication_problems(
-            conn,
-            config.get("publication_name", "tap_pgcdc"),
-            tables,
-            create=bool(config.get("create_publication", True)),
+            conn, settings.publication_name, tables, create=settings.create_publication
         )
     )
     if existing is None or slots.invalidation(existing) is None:
-        # An invalidated slot was judged by _plan_slot_recovery above.
+        # An invalidated slot was judged by plan_slot_recovery above.
         report.problems.extend(
             slots.slot_problems(
-                conn,
-                slot_name,
-                create=bool(config.get("create_slot", True)),
-                failover=bool(config.get("slot_failover", False)),
+                conn, slot_name, create=settings.create_slot, failover=settings.slot_failover
             )
         )
     _note_slot(conn, slot_name, existing, report)
@@ -186,10 +210,10 @@ def _bind_tables(
     return bound
 
 
-def _check_replication_connection(tap: TapPgCdc, report: Report) -> None:
+def _check_replication_connection(config: Mapping[str, t.Any], report: Report) -> None:
     """Open (and close) a replication connection: pg_hba.conf needs a `replication` entry."""
     try:
-        conn = open_replication_connection(tap.config)
+        conn = open_replication_connection(config)
     except TapPgCdcError as exc:
         report.problems.append(f"The replication connection was refused: {exc}")
         return

@@ -19,6 +19,7 @@ if t.TYPE_CHECKING:
     from singer_sdk.helpers.types import Record
     from singer_sdk.io_base import GenericSingerWriter
     from singer_sdk.sql import SQLStream as Stream
+    from singer_sdk.tap_base import Tap
 
 
 def write_schema(stream: Stream) -> None:
@@ -80,3 +81,8 @@ def replace_schema(stream: Stream, schema: dict[str, t.Any]) -> None:
 def default_termination(tap: PluginBase, signum: int, frame: FrameType | None) -> None:
     """The plugin's own SIGTERM/SIGINT handling, skipping the Tap's (which writes live state)."""
     PluginBase._handle_termination(tap, signum, frame)  # noqa: SLF001
+
+
+def reset_progress_markers(tap: Tap) -> None:
+    """Clear prior runs' progress markers, as the SDK's own sync_all does before it starts."""
+    tap._reset_state_progress_markers()  # noqa: SLF001

@@ -1,0 +1,355 @@
+"""The order of work of one run: check, publication, slot, snapshots, then one log read.
+
+The SDK's sync_all runs streams one after another; change capture needs one reader for all
+LOG_BASED streams, after their snapshots, so the order is ours:
+
+1. Bind every selected stream to its live table, and read the server's facts.
+2. Judge the slot before anything changes (a run that stops here leaves no trace), and plan a
+   recovery if changes were lost (`recovery.plan_slot_recovery`).
+3. The publication before the slot: a change is published only if its table was in the
+   publication when the change was decoded.
+4. The slot, then snapshots of the streams that need one, inside a snapshot exported at a point
+   the slot replays from; FULL_TABLE streams in a snapshot of their own.
+5. One pass over the slot for every LOG_BASED stream, confirming only the input state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import typing as t
+import uuid
+
+import psycopg2
+import psycopg2.errors
+from singer_sdk.exceptions import AbortedSyncFailedException, AbortedSyncPausedException
+
+from tap_pgcdc import connector as pgconn
+from tap_pgcdc import recovery
+from tap_pgcdc.errors import ConfigError, ConnectionLost, PrivilegeError, SlotError
+from tap_pgcdc.pg import wal
+from tap_pgcdc.pg.lsn import format_lsn
+from tap_pgcdc.replication import slot as slots
+from tap_pgcdc.replication.reader import LogReader, ReaderSettings
+from tap_pgcdc.replication.transport import ReplicationError, ReplicationStream, SnapshotSession
+from tap_pgcdc.snapshot.session import snapshot_connection
+from tap_pgcdc.state import RESNAPSHOT_KEY, STATE_KEY, check_identity, identity_record
+
+if t.TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+
+    import psycopg2.extensions
+
+    from tap_pgcdc.connector import TableInfo
+    from tap_pgcdc.settings import Settings
+    from tap_pgcdc.streams import PgCdcStream
+
+
+def bind_tables(control: psycopg2.extensions.connection, streams: Sequence[PgCdcStream]) -> None:
+    """Attach each stream to its live table; a stream whose table is gone is an error."""
+    tables = {tbl.stream_name: tbl for tbl in pgconn.load_tables(control)}
+    for stream in streams:
+        table = tables.get(stream.name)
+        if table is None:
+            msg = (
+                f"Stream {stream.name}: table {stream.schema_name}.{stream.table_name} does not "
+                "exist or this role cannot SELECT it. Fix: GRANT SELECT ON it to the tap's user, "
+                "or deselect the stream (run --discover again after schema changes)."
+            )
+            raise ConfigError(msg)
+        stream.bind_table(table)
+
+
+def slot_facts(slot_name: str, existing: slots.SlotInfo | None) -> recovery.SlotFacts:
+    """The facts `recovery` judges, from the slot's row (None: no such slot)."""
+    if existing is None:
+        return recovery.SlotFacts(name=slot_name, exists=False)
+    return recovery.SlotFacts(
+        name=slot_name,
+        exists=True,
+        confirmed_flush_lsn=existing.confirmed_flush_lsn,
+        invalidation=slots.invalidation(existing),
+    )
+
+
+def log_positions(streams: Sequence[PgCdcStream]) -> dict[str, int | None]:
+    """Each stream's log bookmark (None: not snapshotted yet)."""
+    return {stream.name: stream.log_position for stream in streams}
+
+
+def dry_run(config: Mapping[str, t.Any], streams: Sequence[PgCdcStream], limit: int | None) -> None:
+    """Read a few rows of each stream, read-only: no slot, no publication, no state change."""
+    for stream in streams:
+        stream.ABORT_AT_RECORD_COUNT = limit
+        stream.selected = True
+    with snapshot_connection(config) as conn:
+        bind_tables(conn, streams)
+        for stream in streams:
+            stream.snapshot_conn = conn
+            with contextlib.suppress(AbortedSyncFailedException, AbortedSyncPausedException):
+                stream.sync()
+            stream.snapshot_conn = None
+
+
+class Run:
+    """One run of the tap over its selected streams."""
+
+    def __init__(
+        self,
+        *,
+        config: Mapping[str, t.Any],
+        settings: Settings,
+        state: dict[str, t.Any],
+        identity: dict[str, t.Any] | None,
+        write_state: Callable[[], None],
+        logger: logging.Logger,
+    ) -> None:
+        """Prepare a run.
+
+        Args:
+            config: The tap's settings as given (connection parameters).
+            settings: The same, parsed.
+            state: The tap's live state (the SDK's), written by `write_state`.
+            identity: The slot and cluster the input state's positions belong to.
+            write_state: Writes a STATE message of `state`.
+            logger: The tap's logger.
+        """
+        self.config = config
+        self.settings = settings
+        self.state = state
+        self.identity = identity
+        self.write_state = write_state
+        self.logger = logger
+        # What the run is doing, for the message when a connection breaks.
+        self.activity = "starting"
+
+    def execute(self, streams: Sequence[PgCdcStream]) -> None:
+        """Snapshot what needs it, then read the slot once for every LOG_BASED stream."""
+        self.activity = "connecting"
+        control = pgconn.connect(self.config)
+        control.autocommit = True
+        try:
+            self._run(control, streams)
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+            if not _connection_lost(exc):
+                raise
+            raise ConnectionLost.during(self.activity, str(exc), self.config) from None
+        except psycopg2.errors.InsufficientPrivilege as exc:
+            msg = (
+                f"PostgreSQL refused a statement while {self.activity}: "
+                f"{' '.join(str(exc).split())}. Fix: grant the privilege it names to "
+                f"{self.config.get('user')!r} (see the README's Postgres prerequisites)."
+            )
+            raise PrivilegeError(msg) from None
+        finally:
+            control.close()
+
+    def _run(self, control: psycopg2.extensions.connection, streams: Sequence[PgCdcStream]) -> None:
+        settings = self.settings
+        self.activity = "checking the server, the slot and the publication"
+        bind_tables(control, streams)
+        log_streams = [s for s in streams if s.is_log_based]
+        full_streams = [s for s in streams if not s.is_log_based]
+        info = slots.server_info(control)
+        check_identity(
+            self.identity, slot_name=settings.slot_name, system_identifier=info.system_identifier
+        )
+        # Beside the SDK's bookmarks: which slot and cluster the positions belong to.
+        self.state[STATE_KEY] = identity_record(
+            slot_name=settings.slot_name, system_identifier=info.system_identifier
+        )
+        for stream in log_streams:
+            # Records carry the table version of the last TRUNCATE or re-snapshot, across runs.
+            stream.table_version = stream.bookmark.get("version")
+
+        slot_name = settings.slot_name
+        confirm_lsn = 0
+        if log_streams:
+            existing = slots.get_slot(control, slot_name)
+            # The slot is judged before anything changes: a run that stops here leaves no trace.
+            if existing is not None:  # not another tool's, database's or session's
+                _refuse(
+                    slots.slot_problems(
+                        control,
+                        slot_name,
+                        create=settings.create_slot,
+                        failover=settings.slot_failover,
+                        allow_invalidated=True,
+                    )
+                )
+            plan = recovery.plan_slot_recovery(
+                slot_facts(slot_name, existing),
+                log_positions(log_streams),
+                resnapshot=settings.resnapshot_on_slot_lost,
+            )
+            if plan.needed:
+                self._mark_for_resnapshot(plan, log_streams, slot_missing=existing is None)
+            if existing is None:  # and create_slot is false
+                _refuse(
+                    slots.slot_problems(
+                        control,
+                        slot_name,
+                        create=settings.create_slot,
+                        failover=settings.slot_failover,
+                    )
+                )
+            pending = [s for s in log_streams if s.needs_snapshot]
+            # Our own slot needs a free place only if it does not exist yet; a snapshot needs one
+            # more (its temporary slot). One WAL sender suffices: the snapshot's replication
+            # connection is closed before the log is read.
+            slots.check_logical_replication(
+                info, need_slots=(0 if existing else 1) + (1 if pending else 0)
+            )
+            self._check_replica_identity(control, [s.table for s in log_streams])
+            # Publication before slot: a change is published only if its table was in the
+            # publication when the change was decoded.
+            slots.ensure_publication(
+                control,
+                settings.publication_name,
+                [s.table for s in log_streams],
+                create=settings.create_publication,
+            )
+            if plan.drop_slot:
+                slots.drop_slot(control, slot_name)
+                self.logger.warning("Dropped invalidated replication slot %s.", slot_name)
+            slot_info, created = slots.ensure_slot(
+                control, slot_name, create=settings.create_slot, failover=settings.slot_failover
+            )
+            if created:
+                self.logger.info("Created replication slot %s (pgoutput).", slot_name)
+            confirm_lsn = recovery.confirmable_position(
+                slot_info.name, slot_info.confirmed_flush_lsn, log_positions(log_streams)
+            )
+            if pending:
+                self._snapshot_log_streams(pending)
+
+        for stream in full_streams:
+            self._snapshot_full_table(stream)
+
+        if log_streams:
+            self._read_log(log_streams, confirm_lsn)
+
+    def _mark_for_resnapshot(
+        self, plan: recovery.SlotRecovery, log_streams: Sequence[PgCdcStream], *, slot_missing: bool
+    ) -> None:
+        """Act on a recovery plan: the lost streams forget their positions and are re-snapshotted.
+
+        The mark stays in the state until the re-snapshot starts, so a run interrupted before
+        then still sends the ACTIVATE_VERSION that lets the target drop rows deleted meanwhile.
+        """
+        lost = [s for s in log_streams if s.name in plan.lost]
+        for stream in lost:
+            for key in ("lsn", "snapshot"):
+                stream.bookmark.pop(key, None)
+            stream.bookmark[RESNAPSHOT_KEY] = True
+        self.logger.warning("%s", plan.describe(slot_missing=slot_missing))
+
+    def _check_replica_identity(
+        self, control: psycopg2.extensions.connection, tables: list[TableInfo]
+    ) -> None:
+        problems = slots.replica_identity_problems(control, tables)
+        if problems:
+            msg = (
+                "Some LOG_BASED tables have no usable replica identity, so their UPDATEs and "
+                "DELETEs could not be captured (and would fail in Postgres once published): "
+                + "; ".join(problems)
+                + ". Alternatively set replication-method FULL_TABLE for those streams."
+            )
+            raise ConfigError(msg)
+
+    def _snapshot_log_streams(self, pending: list[PgCdcStream]) -> None:
+        """Snapshot streams inside a snapshot exported at a point the slot replays from."""
+        temp_slot = f"tap_pgcdc_snap_{uuid.uuid4().hex[:12]}"
+        with SnapshotSession(self.config, temp_slot) as session:
+            exported = session.exported
+            self.logger.info(
+                "Snapshot of %d stream(s) at consistent point %s.",
+                len(pending),
+                format_lsn(exported.consistent_point),
+            )
+            with snapshot_connection(self.config, snapshot_name=exported.snapshot_name) as conn:
+                for stream in pending:
+                    self.activity = f"snapshotting {stream.name}"
+                    stream.begin_snapshot(exported.consistent_point)
+                    if stream.bookmark.pop(RESNAPSHOT_KEY, None):
+                        # Its changes were lost (see recovery.plan_slot_recovery): targets that
+                        # implement ACTIVATE_VERSION drop every row they hold for it, including
+                        # rows deleted meanwhile, and keep what this snapshot sends. The version,
+                        # the consistent point, is above every earlier one (TRUNCATE commits).
+                        stream.write_schema()
+                        stream.truncate(exported.consistent_point)
+                    self._sync_snapshot(stream, conn)
+
+    def _snapshot_full_table(self, stream: PgCdcStream) -> None:
+        with snapshot_connection(self.config) as conn:
+            self._sync_snapshot(stream, conn)
+
+    @staticmethod
+    def _sync_snapshot(stream: PgCdcStream, conn: psycopg2.extensions.connection) -> None:
+        stream.snapshot_conn = conn
+        stream.sync()
+        stream.finalize_state_progress_markers()
+        stream.snapshot_conn = None
+
+    def _read_log(self, log_streams: list[PgCdcStream], confirm_lsn: int) -> None:
+        settings = self.settings
+        slot_name = settings.slot_name
+        positions = [s.log_position for s in log_streams]
+        start = min(p for p in positions if p is not None)
+        reader_settings = ReaderSettings(
+            confirm_lsn=confirm_lsn,
+            max_run_seconds=settings.max_run_seconds,
+            state_interval_seconds=settings.state_interval_seconds,
+        )
+        lookup_conn = pgconn.connect(self.config)
+        lookup_conn.autocommit = True
+        try:
+            stop_lsn = wal.current_flush_lsn(lookup_conn)
+            # Makes sure the WAL up to the stop position is whole, so that an idle server
+            # still reports a position past it and the run can end (see pg.wal.flush_past).
+            wal.flush_past(lookup_conn)
+            self.logger.info(
+                "Reading slot %s from %s until %s (confirming %s).",
+                slot_name,
+                format_lsn(start),
+                format_lsn(stop_lsn),
+                format_lsn(confirm_lsn) if confirm_lsn else "nothing",
+            )
+            for stream in log_streams:
+                if stream.snapshot_lsn is None:  # not snapshotted in this run
+                    stream.write_schema()
+            with ReplicationStream(
+                self.config,
+                slot_name=slot_name,
+                publication_name=settings.publication_name,
+                start_lsn=start,
+            ) as transport:
+                reader = LogReader(
+                    transport=transport,
+                    streams=log_streams,
+                    lookup_conn=lookup_conn,
+                    write_state=self.write_state,
+                    settings=reader_settings,
+                    logger=self.logger,
+                )
+                self.activity = f"reading slot {slot_name}"
+                try:
+                    summary = reader.run(stop_lsn=stop_lsn)
+                except ReplicationError as exc:
+                    raise ConnectionLost.during(self.activity, str(exc), self.config) from None
+            self.logger.info("Log read complete: %s", summary)
+        finally:
+            lookup_conn.close()
+
+
+def _refuse(problems: list[str]) -> None:
+    if problems:
+        raise SlotError(problems[0])
+
+
+def _connection_lost(exc: psycopg2.Error) -> bool:
+    """Whether a psycopg2 error means the connection broke, not that a statement failed."""
+    code = exc.pgcode or ""
+    # No SQLSTATE: libpq's own error (closed socket); 08: connection exception; 57P: the server
+    # is shutting down, crashed, or ended the session (pg_terminate_backend).
+    return code == "" or code.startswith(("08", "57P"))

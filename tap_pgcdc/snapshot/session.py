@@ -1,0 +1,43 @@
+"""The read-only SQL session a snapshot reads in, optionally inside an exported snapshot.
+
+Every snapshot read (the LOG_BASED streams' first sync, FULL_TABLE streams, the dry run) uses
+one REPEATABLE READ, read-only transaction that is rolled back at the end: it sees one
+consistent picture of every table it reads and can change nothing. For LOG_BASED streams the
+transaction imports the snapshot a temporary slot exported (`SET TRANSACTION SNAPSHOT`), so
+that it sees exactly the transactions before the slot's consistent point.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import typing as t
+
+from tap_pgcdc import connector as pgconn
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+
+    import psycopg2.extensions
+
+
+@contextlib.contextmanager
+def snapshot_connection(
+    config: Mapping[str, t.Any], *, snapshot_name: str | None = None
+) -> Iterator[psycopg2.extensions.connection]:
+    """A connection in a read-only REPEATABLE READ transaction, rolled back and closed after.
+
+    Args:
+        config: The tap's settings (connection parameters).
+        snapshot_name: An exported snapshot to read in (from CREATE_REPLICATION_SLOT ...
+            EXPORT_SNAPSHOT); None for a snapshot of the transaction's own.
+    """
+    conn = pgconn.connect(config)
+    try:
+        conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
+        if snapshot_name is not None:
+            with conn.cursor() as cur:
+                cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot_name,))
+        yield conn
+        conn.rollback()
+    finally:
+        conn.close()

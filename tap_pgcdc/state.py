@@ -1,0 +1,136 @@
+"""The state this tap writes and reads back: its format and the checks on an input state.
+
+A state looks like::
+
+    {"bookmarks": {"public-orders": {"lsn": "0/1A2B3C8"}},
+     "tap_pgcdc": {"slot_name": "tap_pgcdc", "system_identifier": "7310..."}}
+
+Per stream (see streams.py): `lsn`, the commit end LSN up to which every change has been
+emitted; `snapshot`, an unfinished snapshot's consistent point and the last key emitted;
+`version`, the table version of the last TRUNCATE or re-snapshot; `resnapshot`, a mark that the
+stream's changes were lost and its re-snapshot must first empty the target (ACTIVATE_VERSION).
+Beside the bookmarks, `tap_pgcdc` names the slot and cluster the positions belong to.
+
+A bad state is an error that names the fix, never a silent reset: a reset would re-snapshot
+everything, and a misread position could skip changes.
+"""
+
+from __future__ import annotations
+
+import json
+import typing as t
+
+from tap_pgcdc.errors import StateError
+from tap_pgcdc.pg.lsn import parse_lsn
+
+STATE_KEY = "tap_pgcdc"
+# In a stream's bookmark: its changes were lost (see recovery.plan_slot_recovery) and its
+# re-snapshot must first tell the target to drop what it holds (ACTIVATE_VERSION).
+RESNAPSHOT_KEY = "resnapshot"
+
+_FIX_STATE = (
+    "pass the state file this tap wrote (the last STATE message the target stored), or no "
+    "--state to start over with new snapshots"
+)
+
+
+def checked_state_text(text: str) -> str:
+    """The --state file's text, if it holds a JSON object; otherwise a StateError.
+
+    The SDK would treat a state that is valid JSON but not an object as no state at all,
+    silently re-snapshotting everything.
+    """
+    try:
+        state = json.loads(text)
+    except ValueError as exc:
+        msg = f"The state given with --state is not valid JSON ({exc}). Fix: {_FIX_STATE}."
+        raise StateError(msg) from None
+    if not isinstance(state, dict):
+        msg = (
+            f"The state given with --state is a JSON {type(state).__name__}, not an object. "
+            f"Fix: {_FIX_STATE}."
+        )
+        raise StateError(msg)
+    return text
+
+
+def check_input_state(state: object) -> dict[str, t.Any] | None:
+    """Validate an input state before the SDK merges it; return its slot/cluster identity.
+
+    Raises:
+        StateError: The state, its bookmarks or its identity have the wrong shape.
+    """
+    if not isinstance(state, dict):
+        msg = "The input state is not a JSON object. Fix: pass the state file this tap wrote."
+        raise StateError(msg)
+    bookmarks = state.get("bookmarks", {})
+    if not isinstance(bookmarks, dict):
+        msg = "The input state's `bookmarks` is not an object. Fix: pass the state this tap wrote."
+        raise StateError(msg)
+    for stream, bookmark in bookmarks.items():
+        if not isinstance(bookmark, dict):
+            msg = f"State bookmark for {stream!r} is not an object. Fix: pass the state this tap wrote."
+            raise StateError(msg)
+        check_bookmark(stream, bookmark)
+    identity = state.get(STATE_KEY)
+    if identity is not None and not isinstance(identity, dict):
+        msg = (
+            f"The input state's {STATE_KEY!r} is not an object (it names the slot and cluster "
+            "the positions belong to). Fix: pass the state this tap wrote."
+        )
+        raise StateError(msg)
+    return identity
+
+
+def check_bookmark(stream: str, bookmark: dict[str, t.Any]) -> None:
+    """Refuse a bookmark whose fields this tap would misread (see streams.py for their meaning)."""
+    fix = "Fix: pass the state this tap wrote, or remove this stream's bookmark to re-snapshot it."
+    lsns = {"lsn": bookmark.get("lsn")}
+    snapshot = bookmark.get("snapshot")
+    if snapshot is not None:
+        if not isinstance(snapshot, dict) or not isinstance(snapshot.get("after"), list | None):
+            msg = f"State bookmark for {stream!r} has an invalid snapshot progress {snapshot!r}. {fix}"
+            raise StateError(msg)
+        lsns["snapshot.lsn"] = snapshot.get("lsn")
+    for key, value in lsns.items():
+        if value is None:
+            continue
+        try:
+            parse_lsn(value)
+        except ValueError as exc:
+            msg = f"State bookmark for {stream!r} has an invalid {key}: {exc}. {fix}"
+            raise StateError(msg) from None
+    version = bookmark.get("version")
+    if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
+        msg = f"State bookmark for {stream!r} has an invalid version {version!r}. {fix}"
+        raise StateError(msg)
+
+
+def check_identity(
+    identity: dict[str, t.Any] | None, *, slot_name: str, system_identifier: str
+) -> None:
+    """Refuse a state written for another slot or server: its positions mean nothing here."""
+    if not identity:
+        return
+    slot = identity.get("slot_name")
+    if slot and slot != slot_name:
+        msg = (
+            f"The input state was written for slot {slot!r}, but this tap reads slot "
+            f"{slot_name!r}. Its positions do not apply. "
+            "Fix: use the state of this tap instance (another state id), or set slot_name "
+            f"to {slot!r}."
+        )
+        raise StateError(msg)
+    system = identity.get("system_identifier")
+    if system and system != system_identifier:
+        msg = (
+            f"The input state was written for another PostgreSQL cluster (system id {system}, "
+            f"this one is {system_identifier}). Its positions do not apply. Fix: use this "
+            "server's state, or start without state to re-snapshot."
+        )
+        raise StateError(msg)
+
+
+def identity_record(*, slot_name: str, system_identifier: str) -> dict[str, str]:
+    """What the state records beside the bookmarks: the slot and cluster of its positions."""
+    return {"slot_name": slot_name, "system_identifier": system_identifier}
