@@ -14,6 +14,7 @@ State of one stream, under `bookmarks[<stream>]`:
 
 from __future__ import annotations
 
+import contextlib
 import typing as t
 from functools import cached_property
 
@@ -34,12 +35,15 @@ from tap_pgcdc.errors import ConfigError
 from tap_pgcdc.pg.casters import raw_text_casters
 from tap_pgcdc.pg.lsn import format_lsn, parse_lsn
 from tap_pgcdc.pg.quoting import quote_ident
-from tap_pgcdc.snapshot_json import JsonSnapshot
+from tap_pgcdc.snapshot.chunks import JsonSnapshot
+from tap_pgcdc.snapshot.query import ChunkQuery, all_chunks, key_chunks
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
 
     from singer_sdk.helpers.types import Context, Record
+
+    from tap_pgcdc.snapshot.query import Row
 
 LOG_BASED = "LOG_BASED"
 FULL_TABLE = "FULL_TABLE"
@@ -60,9 +64,13 @@ class PgCdcStream(SQLStream):
     snapshot_conn: psycopg2.extensions.connection | None = None
     snapshot_lsn: int | None = None
 
+    # Set by bind_table: the converter of each column, by name.
+    _converters: dict[str, typemap.Converter]
+
     @property
     def connector(self) -> PgCdcConnector:
-        return t.cast("PgCdcConnector", self._connector)
+        """The stream's connector (the SDK's, typed as this tap's)."""
+        return t.cast("PgCdcConnector", super().connector)
 
     # --- catalog and method -------------------------------------------------------------
 
@@ -75,6 +83,7 @@ class PgCdcStream(SQLStream):
 
     @property
     def is_view(self) -> bool:
+        """Whether the catalog entry is a view or materialized view (read in full each run)."""
         return bool(self.catalog_entry.get("is_view") or self._root_metadata.get("is-view"))
 
     @property
@@ -99,14 +108,17 @@ class PgCdcStream(SQLStream):
 
     @property
     def is_log_based(self) -> bool:
+        """Whether the stream follows the replication slot after its snapshot."""
         return self.replication_method == LOG_BASED
 
     @property
     def schema_name(self) -> str:
+        """The table's schema, as the catalog names it."""
         return str(self._root_metadata.get("schema-name") or self.name.split("-", 1)[0])
 
     @property
     def table_name(self) -> str:
+        """The table's name, as the catalog names it."""
         return str(self.catalog_entry.get("table_name") or self.name.split("-", 1)[1])
 
     def bind_table(self, table: TableInfo) -> None:
@@ -124,7 +136,8 @@ class PgCdcStream(SQLStream):
         live = table_schema(table, use_singer_decimal=self.connector.use_singer_decimal)
         if set(live["properties"]) != set(known):
             merged = {name: known.get(name, prop) for name, prop in live["properties"].items()}
-            self._adopt_schema({**self.schema, "properties": merged})
+            # New columns inherit the stream's selection (see sdk.replace_schema).
+            sdk.replace_schema(self, {**self.schema, "properties": merged})
 
     def _bind_converters(self, table: TableInfo) -> None:
         self.table = table
@@ -135,12 +148,8 @@ class PgCdcStream(SQLStream):
             for col in table.columns
         }
 
-    def _adopt_schema(self, schema: dict[str, t.Any]) -> None:
-        """Make `schema` the stream's schema for records, maps and SCHEMA messages."""
-        # New columns inherit the stream's selection (see sdk.replace_schema).
-        sdk.replace_schema(self, schema)
-
     def converter_for(self, column: str) -> typemap.Converter:
+        """The converter of a column's text value (from the table bound last)."""
         return self._converters[column]
 
     def replace_schema(self, table: TableInfo) -> None:
@@ -150,9 +159,8 @@ class PgCdcStream(SQLStream):
         and a SCHEMA message is written before the next record.
         """
         self._bind_converters(table)
-        self._adopt_schema(
-            table_schema(table, use_singer_decimal=self.connector.use_singer_decimal)
-        )
+        schema = table_schema(table, use_singer_decimal=self.connector.use_singer_decimal)
+        sdk.replace_schema(self, schema)
         self.write_schema()
 
     # --- messages written outside the SDK's sync loop (see sdk.py) ---------------------------
@@ -192,10 +200,12 @@ class PgCdcStream(SQLStream):
         return None if text is None else parse_lsn(text)
 
     def set_log_position(self, lsn: int) -> None:
+        """Move the stream's log bookmark to `lsn` (stored as "X/Y")."""
         self.bookmark["lsn"] = format_lsn(lsn)
 
     @property
     def needs_snapshot(self) -> bool:
+        """Whether the stream has no log bookmark yet, or an unfinished snapshot."""
         return self.bookmark.get("lsn") is None or "snapshot" in self.bookmark
 
     def begin_snapshot(self, consistent_point: int) -> None:
@@ -213,10 +223,8 @@ class PgCdcStream(SQLStream):
 
     @property
     def chunk_size(self) -> int:
+        """Rows per snapshot chunk (`snapshot_chunk_size`): a STATE follows each chunk."""
         return int(self.config.get("snapshot_chunk_size") or DEFAULT_CHUNK_SIZE)
-
-    def _select_list(self, columns: Sequence[ColumnInfo]) -> str:
-        return ", ".join(quote_ident(col.name) for col in columns)
 
     def _snapshot_columns(self) -> list[ColumnInfo]:
         selected = set(self.get_selected_schema().get("properties", {}))
@@ -226,7 +234,11 @@ class PgCdcStream(SQLStream):
         ]
 
     def get_records(self, context: Context | None) -> Iterable[Record]:
-        """Read the table in primary-key order, in chunks; resume after the last chunk emitted."""
+        """Read the table in primary-key order, in chunks; resume after the last chunk emitted.
+
+        Where the fast path applies (`emit.snapshot_lines`), the server renders the records and
+        they are written here; nothing is yielded. Otherwise the records go to the SDK's loop.
+        """
         if context:  # pragma: no cover - the tap has no partitions
             msg = f"Stream '{self.name}' does not support partitioning."
             raise NotImplementedError(msg)
@@ -241,24 +253,40 @@ class PgCdcStream(SQLStream):
         if lines is not None:
             # Nothing the SDK does per record applies: the server renders the records' JSON
             # and they are written here, so nothing is yielded to the SDK's loop.
-            snapshot = JsonSnapshot(self, columns, lines)
+            snapshot = JsonSnapshot(
+                self.table,
+                columns,
+                [self._converters[col.name] for col in columns],
+                lines,
+                snapshot_lsn=self.snapshot_lsn,
+                chunk_size=self.chunk_size,
+                write_state=self.write_state,
+            )
             with self.get_record_counter() as counter:
                 if self.table.key:
-                    snapshot.read_by_key(conn, progress, self.chunk_size, counter)
+                    snapshot.read_by_key(conn, progress, counter)
                 else:
-                    snapshot.read_all(conn, self.chunk_size, counter)
-        elif self.table.key:
-            yield from self._read_by_key(conn, columns, progress)
+                    snapshot.read_all(conn, counter)
         else:
-            yield from self._read_all(conn, columns)
+            query = ChunkQuery(
+                self.table, tuple(quote_ident(col.name) for col in columns), self.chunk_size
+            )
+            if self.table.key:
+                yield from self._read_by_key(conn, query, columns, progress)
+            else:
+                # Closed here, not when collected, should the SDK's loop stop early.
+                with contextlib.closing(all_chunks(conn, query)) as chunks:
+                    for rows in chunks:
+                        yield from (self._make_record(columns, row) for row in rows)
         # The snapshot is complete: from now on the log alone feeds this stream.
         self.bookmark.pop("snapshot", None)
 
-    def _make_record(self, columns: Sequence[ColumnInfo], row: Sequence[str | None]) -> dict:
+    def _make_record(self, columns: Sequence[ColumnInfo], row: Row) -> dict[str, t.Any]:
         convert = self._converters
+        # A keyed chunk's row ends with the key's text, after the columns.
         record = {
             col.name: None if value is None else convert[col.name](value)
-            for col, value in zip(columns, row, strict=True)
+            for col, value in zip(columns, row[: len(columns)], strict=True)
         }
         if not self.table.is_view:
             record[SDC_LSN] = self.snapshot_lsn
@@ -268,52 +296,17 @@ class PgCdcStream(SQLStream):
     def _read_by_key(
         self,
         conn: psycopg2.extensions.connection,
+        query: ChunkQuery,
         columns: Sequence[ColumnInfo],
         progress: dict[str, t.Any],
-    ) -> Iterator[dict]:
-        key_cols = [self.table.column(name) for name in self.table.key]
-        # Identifiers may hold '%', which the driver would take for a placeholder.
-        key_list = ", ".join(quote_ident(col.name) for col in key_cols).replace("%", "%%")
-        key_pos = [columns.index(col) for col in key_cols]
-        base = f"SELECT {self._select_list(columns)} FROM {self.table.quoted_name}".replace(
-            "%", "%%"
-        )
-        after_clause = (
-            f" WHERE ({key_list}) > (" + ", ".join(f"%s::{col.sql_type}" for col in key_cols) + ")"
-        )
-        tail = f" ORDER BY {key_list} LIMIT {self.chunk_size}"
-        while True:
-            after = progress.get("after")
-            with conn.cursor() as cur:
-                if after is None:
-                    cur.execute(base + tail, [])
-                else:
-                    cur.execute(base + after_clause + tail, after)
-                rows = cur.fetchall()
+    ) -> Iterator[dict[str, t.Any]]:
+        for rows in key_chunks(conn, query, progress.get("after")):
             for row in rows:
                 yield self._make_record(columns, row)
             if rows:
-                last = rows[-1]
                 # Every row of this chunk has been written: resume after its last key.
-                progress["after"] = [last[pos] for pos in key_pos]
+                progress["after"] = query.key_of(rows[-1])
                 self.write_state()
-            if len(rows) < self.chunk_size:
-                return
-
-    def _read_all(
-        self, conn: psycopg2.extensions.connection, columns: Sequence[ColumnInfo]
-    ) -> Iterator[dict]:
-        # Without a key there is no order to resume from: a server-side cursor streams the whole
-        # table in one pass, a chunk at a time; an interrupted run starts this table over.
-        with conn.cursor(name=f"tap_pgcdc_{self.table.oid}") as cur:
-            cur.itersize = self.chunk_size
-            cur.execute(f"SELECT {self._select_list(columns)} FROM {self.table.quoted_name}")
-            while True:
-                rows = cur.fetchmany(self.chunk_size)
-                for row in rows:
-                    yield self._make_record(columns, row)
-                if len(rows) < self.chunk_size:
-                    return
 
     # --- log-side events --------------------------------------------------------------------
 

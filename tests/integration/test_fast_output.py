@@ -22,7 +22,7 @@ from tap_pgcdc import connector as pgconn
 from tap_pgcdc import typemap
 from tap_pgcdc.jsontext import ascii_json, serialize
 from tap_pgcdc.pg.casters import raw_text_casters
-from tap_pgcdc.snapshot_json import column_sql, resolve_markers
+from tap_pgcdc.snapshot.render import column_sql, resolve_markers
 from tests.tap_runner import TapRun, discover, run_tap, select_streams
 from tests.type_cases import create_types_table, insert_types_row
 

@@ -1,0 +1,221 @@
+"""Snapshot chunks whose records the server renders as JSON, written as RECORD lines.
+
+On the fast path (see `tap_pgcdc.emit`) the snapshot SELECT returns, per row, the record object
+ready to frame as a RECORD line (`render`). A keyed table is read in chunks in key order, as on
+the plain path (`query`): each row also carries its key's text, the last one being where the
+next chunk and a resumed run start. A thread reads one chunk ahead, so that the server renders
+the next chunk while this one is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import queue
+import threading
+import typing as t
+from dataclasses import dataclass
+
+from tap_pgcdc.connector import SDC_DELETED_AT, SDC_LSN
+from tap_pgcdc.jsontext import ascii_json, json_string
+from tap_pgcdc.snapshot.query import ChunkQuery, Row, all_chunks, key_chunks
+from tap_pgcdc.snapshot.render import MARKER_START, column_sql, record_sql, resolve_markers
+
+if t.TYPE_CHECKING:
+    from collections.abc import Callable, Generator, Iterator, Sequence
+
+    import psycopg2.extensions
+    from singer_sdk.metrics import Counter
+
+    from tap_pgcdc import typemap
+    from tap_pgcdc.connector import ColumnInfo, TableInfo
+
+
+class Lines(t.Protocol):
+    """Where a stream's RECORD lines go: the fast emitter (`emit.RecordLines`)."""
+
+    @property
+    def head(self) -> str:
+        """What precedes a record object in its line."""
+
+    def tail(self) -> str:
+        """What follows a record object, for records extracted now (newline included)."""
+
+    def write(self, text: str) -> None:
+        """Write complete lines."""
+
+    def selected(self, name: str) -> bool:
+        """Whether the property is in the output."""
+
+
+# glibc's mallopt parameters, and the values the snapshot wants (see _reuse_freed_memory).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD = 32 << 20  # glibc's maximum
+_TRIM_THRESHOLD = 128 << 20
+
+
+def _reuse_freed_memory() -> None:
+    """Keep freed buffers of a few MB for reuse instead of returning them to the kernel.
+
+    Every chunk allocates and frees buffers of megabytes (the fetched rows, the joined lines, their
+    encoding). By default glibc gives such blocks back on free (unmapping them, or trimming the
+    heap), so the next chunk faults them in again, zero-filled: as much kernel time as the tap's
+    own work on a million rows. Above these thresholds it keeps them; peak RSS stays the same,
+    as the next chunk reuses the memory. A process-wide setting, harmless to the rest of the run.
+    """
+    try:
+        if not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
+            return
+        mallopt = ctypes.CDLL(None).mallopt
+    except (ValueError, OSError, AttributeError):  # not glibc
+        return
+    mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+    mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
+
+
+class JsonSnapshot:
+    """Reads one stream's snapshot as server-rendered records and writes their lines."""
+
+    def __init__(
+        self,
+        table: TableInfo,
+        columns: Sequence[ColumnInfo],
+        converters: Sequence[typemap.Converter],
+        lines: Lines,
+        *,
+        snapshot_lsn: int | None,
+        chunk_size: int,
+        write_state: Callable[[], None],
+    ) -> None:
+        """Prepare the snapshot query.
+
+        Args:
+            table: the table (or view) to read.
+            columns: the columns read, key columns included; each selected one is rendered.
+            converters: the plain path's converter of each column, in the same order.
+            lines: where the records go, and which properties are selected.
+            snapshot_lsn: the `_sdc_lsn` of the records (the snapshot's consistent point).
+            chunk_size: rows per chunk.
+            write_state: writes the tap's STATE (after each chunk: where a resumed run starts).
+        """
+        self.table = table
+        self.lines = lines
+        self.converters = list(converters)
+        self.write_state = write_state
+        fields = [
+            (col.name, column_sql(col, index, self.converters[index]))
+            for index, col in enumerate(columns)
+            if lines.selected(col.name)
+        ]
+        meta = ""
+        if not table.is_view:  # as the plain path's records (PgCdcStream.get_records)
+            lsn = "null" if snapshot_lsn is None else str(int(snapshot_lsn))
+            values = {SDC_LSN: lsn, SDC_DELETED_AT: "null"}
+            meta = ",".join(
+                f"{json_string(name)}:{value}"
+                for name, value in values.items()
+                if lines.selected(name)
+            )
+        self.query = ChunkQuery(table, (record_sql(fields, meta),), chunk_size)
+        _reuse_freed_memory()
+
+    def _write(self, chunk: _Chunk, counter: Counter) -> None:
+        head, tail = self.lines.head, chunk.tail
+        text = "".join((head, (tail + head).join([row[0] for row in chunk.rows]), tail))
+        if MARKER_START in text:
+            text = resolve_markers(text, self.converters)
+        self.lines.write(ascii_json(text))
+        counter.increment(len(chunk.rows))
+
+    def read_by_key(
+        self, conn: psycopg2.extensions.connection, progress: dict[str, t.Any], counter: Counter
+    ) -> None:
+        """Read in key order, a chunk at a time; STATE after each chunk says where to resume.
+
+        Args:
+            conn: the snapshot's connection (in the exported snapshot's transaction).
+            progress: the stream's snapshot bookmark; its "after" is the last key written.
+            counter: counts the records written.
+        """
+        chunks = key_chunks(conn, self.query, progress.get("after"))
+        for chunk in _prefetched(self._stamped(chunks)):
+            if chunk.rows:
+                self._write(chunk, counter)
+                # Every row of this chunk has been written: resume after its last key.
+                progress["after"] = self.query.key_of(chunk.rows[-1])
+                self.write_state()
+
+    def read_all(self, conn: psycopg2.extensions.connection, counter: Counter) -> None:
+        """Read a table without key, or a view, in one pass (an interrupted run starts over)."""
+        for chunk in _prefetched(self._stamped(all_chunks(conn, self.query))):
+            if chunk.rows:
+                self._write(chunk, counter)
+                # As the SDK's loop does every so many records: a STATE, hence a flush.
+                self.write_state()
+
+    def _stamped(self, chunks: Generator[list[Row], None, None]) -> Generator[_Chunk, None, None]:
+        """Each chunk with the tail of records extracted when it was queried."""
+        with contextlib.closing(chunks):  # in the thread that uses the connection
+            while True:
+                tail = self.lines.tail()  # before the chunk is queried
+                rows = next(chunks, None)
+                if rows is None:
+                    return
+                yield _Chunk(rows, tail)
+
+
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    rows: list[Row]  # record JSON first
+    tail: str  # what follows each record: time_extracted of when the chunk was read
+
+
+_T = t.TypeVar("_T")
+_DONE = object()
+
+
+def _prefetched(items: Generator[_T, None, None]) -> Iterator[_T]:
+    """`items`, produced one ahead by a thread: the next chunk is read while this one is written.
+
+    The server renders the next chunk instead of waiting for the tap to write this one (the
+    driver lets go of the GIL while it waits for the server). Only the thread touches the
+    connection until the iteration is over, and it is joined before this returns, also on an
+    error; an error in the thread is raised here.
+    """
+    handoff: queue.Queue[t.Any] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                handoff.put(item)
+                if stop.is_set():
+                    return
+            handoff.put(_DONE)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            handoff.put(_Failure(exc))
+        finally:
+            items.close()  # closes an open cursor here, in the thread that uses the connection
+
+    thread = threading.Thread(target=produce, name="tap-pgcdc-snapshot-read", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = handoff.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failure):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # let a blocked put() finish, then the thread sees `stop`
+            with contextlib.suppress(queue.Empty):
+                handoff.get(timeout=0.1)
+        thread.join()
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    error: BaseException
