@@ -47,6 +47,14 @@ class RelationPlan:
         primary_key: Sequence[str],
         not_sent: Sequence[str] = (),
     ) -> RelationPlan:
+        """The plan of one Relation message for a stream.
+
+        Args:
+            relation: The Relation message (its columns in tuple-data order).
+            converters: text -> value, one per column of `relation`, in the same order.
+            primary_key: The stream's primary key column names.
+            not_sent: Stream columns the log never carries (read by key instead).
+        """
         names = tuple(col.name for col in relation.columns)
         position = {name: i for i, name in enumerate(names)}
         return cls(

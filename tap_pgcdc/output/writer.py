@@ -44,9 +44,11 @@ class PgCdcWriter(SimpleSingerWriter):
         buffer_stdout()
 
     def serialize_message(self, message: Message) -> str:
+        """One message as a JSON line (without the newline), see `jsontext.serialize`."""
         return serialize(message.to_dict())
 
     def write_message(self, message: Message) -> None:
+        """Write one message; flush stdout after a STATE (see the module docstring)."""
         out = sys.stdout
         out.write(self.serialize_message(message) + "\n")
         if isinstance(message, StateMessage):
