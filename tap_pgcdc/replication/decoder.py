@@ -12,14 +12,19 @@ from __future__ import annotations
 
 import struct
 import typing as t
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
-from typing import TypeAlias
+from collections.abc import Callable
 
 from tap_pgcdc.errors import ProtocolError
 from tap_pgcdc.replication.buffer import Reader, truncated
 from tap_pgcdc.replication.messages import (
+    TUPLE_KEY,
+    TUPLE_NEW,
+    TUPLE_OLD,
     UNCHANGED_TOAST,
+    VALUE_BINARY,
+    VALUE_NULL,
+    VALUE_TEXT,
+    VALUE_TOAST,
     Begin,
     Column,
     ColumnValue,
@@ -40,6 +45,10 @@ from tap_pgcdc.replication.messages import (
     Type,
     Update,
 )
+from tap_pgcdc.replication.protocol import pg_time
+
+if t.TYPE_CHECKING:
+    from datetime import datetime
 
 __all__ = [
     "UNCHANGED_TOAST",
@@ -62,7 +71,6 @@ __all__ = [
     "Type",
     "Update",
     "decode",
-    "tuple_renderer",
 ]
 
 # Fixed layouts after the type byte. Widths and signedness from "Logical Replication Message
@@ -76,14 +84,9 @@ _STREAM_ABORT_V4 = struct.Struct(">IIQq")  # xid, subxid, abort LSN, abort time
 _CHANGE = struct.Struct(">IB")  # relation OID, tuple marker byte
 _STREAM_CHANGE = struct.Struct(">IIB")  # xid, relation OID, tuple marker byte
 _unpack_i32 = struct.Struct(">i").unpack_from
-_unpack_u32 = struct.Struct(">I").unpack_from
 
-_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
-
-_NEW, _KEY, _OLD = 0x4E, 0x4B, 0x4F  # 'N', 'K', 'O' tuple markers
-_NULL, _TOAST, _TEXT, _BINARY = 0x6E, 0x75, 0x74, 0x62  # 'n', 'u', 't', 'b' column kinds
-_OLD_MARKERS = frozenset((_KEY, _OLD))
-_VALUE_KINDS = frozenset((_TEXT, _BINARY))  # kinds followed by Int32 length + bytes
+_OLD_MARKERS = frozenset((TUPLE_KEY, TUPLE_OLD))
+_VALUE_KINDS = frozenset((VALUE_TEXT, VALUE_BINARY))  # kinds followed by Int32 length + bytes
 _REPLICA_IDENTITIES = frozenset("dnfi")
 
 
@@ -105,7 +108,7 @@ def _trailing(what: str, pos: int, end: int) -> ProtocolError:
 def _timestamp(micros: int, what: str) -> datetime:
     """Convert a pgoutput timestamp (int64 microseconds since 2000-01-01 UTC) to a datetime."""
     try:
-        return _PG_EPOCH + timedelta(microseconds=micros)
+        return pg_time(micros)
     except OverflowError:
         # Postgres timestamps reach year 294276; a commit time outside 1..9999 is corruption.
         raise ProtocolError(
@@ -149,11 +152,11 @@ def _tuple_data(buf: bytes, pos: int, end: int, what: str) -> tuple[TupleData, i
                         f"{length} bytes, have {end - pos}"
                     )
                 value = buf[pos:stop]
-                append(value.decode() if kind == _TEXT else value)
+                append(value.decode() if kind == VALUE_TEXT else value)
                 pos = stop
-            elif kind == _NULL:
+            elif kind == VALUE_NULL:
                 append(None)
-            elif kind == _TOAST:
+            elif kind == VALUE_TOAST:
                 append(UNCHANGED_TOAST)
             else:
                 raise ProtocolError(
@@ -166,80 +169,6 @@ def _tuple_data(buf: bytes, pos: int, end: int, what: str) -> tuple[TupleData, i
             f"valid UTF-8 ({exc.reason}); the replication connection must use client_encoding UTF8"
         ) from None
     return tuple(values), pos
-
-
-TupleRenderer: TypeAlias = Callable[[bytes, int], "tuple[str, int] | None"]
-"""(message, offset of its TupleData) -> (the tuple as JSON text, offset after it), or None."""
-
-
-def tuple_renderer(
-    members: Sequence[tuple[str | None, Callable[[str], str] | None]], opening: str
-) -> TupleRenderer:
-    """Compile a reader of one relation's TupleData that writes its JSON object members directly.
-
-    The change records' fast path (`tap_pgcdc.emit`): no values tuple, no per-column dispatch.
-    ``members[i]`` is column i's member name as JSON, e.g. ``'"id":'`` (None: the column is left
-    out), and the function from its text to its JSON (None: the text is the JSON). The result
-    starts with ``opening`` and has the members comma-separated, without the closing brace.
-
-    The function returns None for anything it leaves to :func:`decode` and the general path: a
-    column count other than ``len(members)``, unchanged TOAST or binary values, truncated or
-    invalid data (which :func:`decode` then reports). Errors of the rendering functions propagate
-    (an IndexError among them is taken for invalid data; the general path raises it again).
-
-    The source is generated per relation because unrolling the column loop takes the per-column
-    work down to a few operations; it holds only names and integers, names and renderers being
-    passed in as bound variables, never spliced into the source.
-    """
-    count = len(members)
-    scope: dict[str, t.Any] = {"unpack": _unpack_u32, "struct_error": struct.error}
-    body = [
-        "def render(buf, pos):",
-        "    end = len(buf)",
-        "    try:",
-        f"        if buf[pos] != {count >> 8} or buf[pos + 1] != {count & 0xFF}:",
-        "            return None",
-        "        pos += 2",
-    ]
-    out: list[str] = []
-    for i, (name, render) in enumerate(members):
-        body += [
-            "        kind = buf[pos]",
-            f"        if kind == {_TEXT}:",
-            "            stop = pos + 5 + unpack(buf, pos + 1)[0]",  # unsigned: never negative
-            "            if stop > end:",
-            "                return None",
-        ]
-        if name is None:
-            body += [
-                "            pos = stop",
-                f"        elif kind == {_NULL}:",
-                "            pos += 1",
-            ]
-        else:
-            value = "buf[pos + 5:stop].decode()"
-            if render is not None:
-                scope[f"render_{i}"] = render
-                value = f"render_{i}({value})"
-            scope[f"name_{i}"] = ("," if out else opening) + name
-            out += [f"name_{i}", f"value_{i}"]
-            body += [
-                f"            value_{i} = {value}",
-                "            pos = stop",
-                f"        elif kind == {_NULL}:",
-                f"            value_{i} = 'null'",
-                "            pos += 1",
-            ]
-        body += ["        else:", "            return None"]
-    scope["opening"] = opening
-    joined = f"''.join(({', '.join(out)},))" if out else "opening"
-    body += [
-        "    except (IndexError, struct_error, UnicodeDecodeError):",
-        "        return None",
-        f"    return {joined}, pos",
-    ]
-    exec("\n".join(body), scope)  # generated from names and integers only
-    return t.cast("TupleRenderer", scope["render"])
 
 
 def _change_header(buf: bytes, in_stream: bool, what: str) -> tuple[int | None, int, int, int]:
@@ -267,7 +196,7 @@ def _bad_marker(what: str, marker: int, expected: str, pos: int) -> ProtocolErro
 
 def _insert(buf: bytes, in_stream: bool) -> Insert:
     xid, relation_id, marker, pos = _change_header(buf, in_stream, "Insert")
-    if marker != _NEW:
+    if marker != TUPLE_NEW:
         raise _bad_marker("Insert", marker, "'N'", pos - 1)
     end = len(buf)
     new, pos = _tuple_data(buf, pos, end, "Insert")
@@ -285,10 +214,10 @@ def _update(buf: bytes, in_stream: bool) -> Update:
         old, pos = _tuple_data(buf, pos, end, "Update")
         if pos >= end:
             raise truncated("Update", 1, pos, 0)
-        old_kind = "K" if marker == _KEY else "O"
+        old_kind = "K" if marker == TUPLE_KEY else "O"
         marker = buf[pos]
         pos += 1
-    if marker != _NEW:
+    if marker != TUPLE_NEW:
         raise _bad_marker("Update", marker, "'K', 'O' or 'N'" if old is None else "'N'", pos - 1)
     new, pos = _tuple_data(buf, pos, end, "Update")
     if pos != end:
@@ -304,7 +233,7 @@ def _delete(buf: bytes, in_stream: bool) -> Delete:
     old, pos = _tuple_data(buf, pos, end, "Delete")
     if pos != end:
         raise _trailing("Delete", pos, end)
-    return Delete(relation_id, old, "K" if marker == _KEY else "O", xid)
+    return Delete(relation_id, old, "K" if marker == TUPLE_KEY else "O", xid)
 
 
 def _begin(buf: bytes, in_stream: bool) -> Begin:

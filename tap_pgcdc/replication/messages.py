@@ -52,6 +52,29 @@ OldTupleKind: TypeAlias = Literal["K", "O"]
 COLUMN_FLAG_KEY: Final = 1
 """Column flag bit: the column is part of the relation's replica identity key."""
 
+# The bytes that frame tuple data inside Insert, Update and Delete (as integers, as indexing
+# `bytes` gives them): which tuple follows, and each column's kind.
+TUPLE_NEW: Final = 0x4E
+"""Tuple marker ``'N'``: the new row follows."""
+
+TUPLE_KEY: Final = 0x4B
+"""Tuple marker ``'K'``: the old row's replica identity key follows (other columns NULL)."""
+
+TUPLE_OLD: Final = 0x4F
+"""Tuple marker ``'O'``: the whole old row follows (REPLICA IDENTITY FULL)."""
+
+VALUE_NULL: Final = 0x6E
+"""Column kind ``'n'``: SQL NULL, no value follows."""
+
+VALUE_TOAST: Final = 0x75
+"""Column kind ``'u'``: an unchanged TOASTed value, not sent."""
+
+VALUE_TEXT: Final = 0x74
+"""Column kind ``'t'``: Int32 length and the value in text format follow."""
+
+VALUE_BINARY: Final = 0x62
+"""Column kind ``'b'``: Int32 length and the value in binary format follow."""
+
 TRUNCATE_CASCADE: Final = 1
 """Truncate option bit: TRUNCATE ... CASCADE."""
 

@@ -1,4 +1,4 @@
-"""The log read loop: one pass over the slot, changes routed to their streams, STATE at commits.
+"""The log read loop: one pass over the slot, changes handed to a sink, STATE at commits.
 
 Why no change can be lost, whatever happens to the target:
 - The only position this run confirms to the slot is `confirm_lsn`, the lowest bookmark of the
@@ -11,26 +11,27 @@ Why no change can be lost, whatever happens to the target:
   target stores never claims a change the target has not received.
 - On resume, a stream skips a transaction only if it committed before its bookmark. Replayed
   changes converge because records are upserts by key.
+
+The loop does no I/O of its own: frames come from a `Transport`, what the changes become is a
+`tap_pgcdc.replication.sink.Sink`'s business, and the clock and the server's WAL position are
+injected, so tests drive it with fakes.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import struct
 import time
 import typing as t
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from tap_pgcdc import connector as pgconn
-from tap_pgcdc import emit
-from tap_pgcdc.connector import SDC_DELETED_AT, SDC_LSN, ColumnInfo
-from tap_pgcdc.pg.casters import raw_text_casters
-from tap_pgcdc.pg.lsn import format_lsn, parse_lsn
-from tap_pgcdc.pg.quoting import quote_ident
-from tap_pgcdc.progress import LogProgress
+from tap_pgcdc.errors import ProtocolError
+from tap_pgcdc.pg.lsn import format_lsn
 from tap_pgcdc.replication.decoder import decode
 from tap_pgcdc.replication.messages import (
+    TUPLE_KEY,
+    TUPLE_NEW,
+    TUPLE_OLD,
     Begin,
     Commit,
     Delete,
@@ -39,8 +40,8 @@ from tap_pgcdc.replication.messages import (
     Truncate,
     Update,
 )
-from tap_pgcdc.replication.relations import RelationPlan
-from tap_pgcdc.replication.transport import (
+from tap_pgcdc.replication.progress import LogProgress
+from tap_pgcdc.replication.protocol import (
     KEEPALIVE,
     XLOGDATA,
     XLOGDATA_HEADER_SIZE,
@@ -48,46 +49,58 @@ from tap_pgcdc.replication.transport import (
 )
 
 if t.TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     import psycopg2.extensions
 
-    from tap_pgcdc.replication.messages import TupleData
-    from tap_pgcdc.streams import PgCdcStream
+    from tap_pgcdc.replication.sink import RelationSink, Sink
 
 
 # Insert, Update and Delete as the fast path reads them: type, relation OID, tuple marker.
 _CHANGE_TYPES = frozenset(b"IUD")
 _DELETE = ord("D")
-_NEW, _KEY, _OLD = ord("N"), ord("K"), ord("O")
+_OLD_MARKERS = (TUPLE_KEY, TUPLE_OLD)
 _CHANGE_HEADER = struct.Struct(">IB")  # relation OID, tuple marker (after the type byte)
 _CHANGE_TUPLE_AT = XLOGDATA_HEADER_SIZE + 1 + _CHANGE_HEADER.size
 
+CAUGHT_UP = "caught up"
+"""`ReadSummary.stopped` when the read reached the stop position."""
+
+OUT_OF_TIME = "max_run_seconds reached"
+"""`ReadSummary.stopped` when the read ran out of time."""
+
 
 class Transport(t.Protocol):
-    """What the reader needs from a replication stream (a fake in tests)."""
+    """What the loop needs from a replication stream (`replication.transport`, or a fake)."""
 
-    def read(self, timeout: float) -> bytes | None: ...
+    def read(self, timeout: float) -> bytes | None:
+        """The next CopyData frame, or None if none arrived within `timeout` seconds."""
+        ...
 
-    def send_status(self, *, flush_lsn: int, reply: bool = False) -> None: ...
+    def send_status(self, *, flush_lsn: int, reply: bool = False) -> None:
+        """Send a standby status update confirming `flush_lsn`; `reply` asks for a keepalive."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
 class ReaderSettings:
+    """How one log read behaves."""
+
     confirm_lsn: int  # the one position this run confirms to the slot (0: none)
-    max_run_seconds: float | None = None
-    state_interval_seconds: float = 5.0
+    max_run_seconds: float | None = None  # stop at the first boundary after this long
+    state_interval_seconds: float = 5.0  # STATE at most this often (and at the end)
     status_interval_seconds: float = 10.0  # well under wal_sender_timeout (60 s by default)
-    idle_poll_seconds: float = 0.5
+    idle_poll_seconds: float = 0.5  # how long one read waits for a frame
 
 
 @dataclass(slots=True)
 class ReadSummary:
-    transactions: int = 0
-    records: int = 0
-    position: int = 0
-    stopped: str = ""
-    per_stream: dict[str, int] = field(default_factory=dict)
+    """What one log read did; its str() is the line the tap logs at the end."""
+
+    transactions: int = 0  # committed transactions read (skipped ones included)
+    records: int = 0  # records the sink wrote
+    position: int = 0  # the last transaction boundary reached
+    stopped: str = ""  # why the read ended: CAUGHT_UP or OUT_OF_TIME
 
     def __str__(self) -> str:
         return (
@@ -96,144 +109,140 @@ class ReadSummary:
         )
 
 
-class LogReader:
-    """Reads decoded pgoutput changes and writes records and state through the streams."""
+class ReadLoop:
+    """Reads pgoutput frames from a transport and writes changes and state through a sink.
+
+    Args:
+        transport: The replication stream, started at the lowest bookmark.
+        sink: Where relations, changes and STATE go.
+        positions: Every stream's bookmark (0: none); a stream skips the transactions that
+            committed before its bookmark.
+        settings: Confirmation, timing and stop settings.
+        server_lsn: The server's current WAL position, for progress lines.
+        logger: Where progress lines go.
+        clock: Monotonic seconds (injected for tests).
+    """
 
     def __init__(
         self,
         *,
         transport: Transport,
-        streams: Sequence[PgCdcStream],
-        lookup_conn: psycopg2.extensions.connection,
-        write_state: Callable[[], None],
+        sink: Sink,
+        positions: Mapping[str, int],
         settings: ReaderSettings,
+        server_lsn: Callable[[], int],
         logger: logging.Logger | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.transport = transport
-        self.streams = {(s.table.schema, s.table.name): s for s in streams}
-        self.lookup_conn = lookup_conn
-        self.write_state = write_state
+        self.sink = sink
         self.settings = settings
+        self.server_lsn = server_lsn
         self.logger = logger or logging.getLogger(__name__)
         self.clock = clock
         self.progress = LogProgress(self.logger, clock=clock)
-        self.plans: dict[int, tuple[PgCdcStream, RelationPlan] | None] = {}
-        # Every stream's bookmark as an int; transactions that committed before it are skipped.
-        self.positions: dict[str, int] = {s.name: s.log_position or 0 for s in streams}
+        self.routes: dict[int, RelationSink | None] = {}
+        self.positions: dict[str, int] = dict(positions)
         self.summary = ReadSummary(position=min(self.positions.values(), default=0))
         self._start = self.summary.position
         self._begin: Begin | None = None
         self._skip: frozenset[str] = frozenset()
         self._dirty = False
-        self._warned: set[str] = set()
 
     # --- the loop ---------------------------------------------------------------------------
 
     def run(self, *, stop_lsn: int) -> ReadSummary:
-        """Read until past `stop_lsn` (or out of time) at a transaction boundary."""
+        """Read until past `stop_lsn` (or out of time), stopping at a transaction boundary.
+
+        Returns:
+            The summary; a final STATE has been written through the sink.
+        """
         settings = self.settings
         transport = self.transport
+        confirm = settings.confirm_lsn
         started = self.clock()
         deadline = started + settings.max_run_seconds if settings.max_run_seconds else None
         # The one confirmation this run makes: what the target stored (see module docstring).
-        transport.send_status(flush_lsn=settings.confirm_lsn)
+        transport.send_status(flush_lsn=confirm)
         last_status = last_state = started
         waiting_reply = False
         while True:
             raw = transport.read(settings.idle_poll_seconds)
             now = self.clock()
             if now - last_status >= settings.status_interval_seconds:
-                transport.send_status(flush_lsn=settings.confirm_lsn)
+                transport.send_status(flush_lsn=confirm)
                 last_status = now
             if raw is None:
                 if self._begin is None:
                     if deadline is not None and now >= deadline:
-                        return self._finish("max_run_seconds reached")
+                        return self._finish(OUT_OF_TIME)
                     if not waiting_reply:
                         # Idle: ask the server where it is; the keepalive answer tells us
                         # whether we have passed stop_lsn.
-                        transport.send_status(flush_lsn=settings.confirm_lsn, reply=True)
+                        transport.send_status(flush_lsn=confirm, reply=True)
                         last_status = now
                         waiting_reply = True
                 continue
             waiting_reply = False
             kind = raw[0]
-            if kind == KEEPALIVE:
+            if kind == XLOGDATA:
+                if self._change(raw):
+                    continue
+                message = decode(memoryview(raw)[XLOGDATA_HEADER_SIZE:])
+                if not isinstance(message, Commit):
+                    self._handle(message)
+                    continue
+                self._commit(message)
+                boundary = message.end_lsn
+            elif kind == KEEPALIVE:
                 wal_end, _, reply = parse_keepalive(raw)
                 if reply:
-                    transport.send_status(flush_lsn=settings.confirm_lsn)
+                    transport.send_status(flush_lsn=confirm)
                     last_status = now
-                if self._begin is None:
-                    # Between transactions, everything committed before wal_end has been sent.
-                    self._advance(wal_end)
-                    if self.progress.due():
-                        self._report()
-                    if wal_end >= stop_lsn:
-                        return self._finish("caught up")
-                    if deadline is not None and now >= deadline:
-                        return self._finish("max_run_seconds reached")
-                    if now - last_state >= settings.state_interval_seconds:
-                        self._emit_state()
-                        last_state = now
-                continue
-            if kind != XLOGDATA:
-                continue
-            if self._change(raw):
-                continue
-            message = decode(memoryview(raw)[XLOGDATA_HEADER_SIZE:])
-            if isinstance(message, Commit):
-                self._commit(message)
-                if self.progress.due():
-                    self._report()
-                if message.end_lsn >= stop_lsn:
-                    return self._finish("caught up")
-                if deadline is not None and now >= deadline:
-                    return self._finish("max_run_seconds reached")
-                if now - last_state >= settings.state_interval_seconds:
-                    self._emit_state()
-                    last_state = now
+                if self._begin is not None:
+                    continue
+                # Between transactions, everything committed before wal_end has been sent.
+                self._advance(wal_end)
+                boundary = wal_end
             else:
-                self._handle(message)
+                continue
+            # A transaction boundary: the only place where the read stops or writes STATE.
+            if self.progress.due():
+                self._report()
+            if boundary >= stop_lsn:
+                return self._finish(CAUGHT_UP)
+            if deadline is not None and now >= deadline:
+                return self._finish(OUT_OF_TIME)
+            if now - last_state >= settings.state_interval_seconds:
+                self._emit_state()
+                last_state = now
 
     def _finish(self, reason: str) -> ReadSummary:
         self._emit_state(force=True)
-        self.summary.stopped = reason
         summary = self.summary
+        summary.stopped = reason
         self.logger.info(
             "Log read (%s): %s.",
             reason,
             self.progress.summary(
                 start=self._start,
                 position=summary.position,
-                server_lsn=self._server_lsn(),
+                server_lsn=self.server_lsn(),
                 transactions=summary.transactions,
                 records=summary.records,
             ),
         )
         return summary
 
-    # --- progress -----------------------------------------------------------------------------
-
     def _report(self) -> None:
         """A progress line: position, bytes behind the server, rates (every 30 s)."""
         summary = self.summary
         self.progress.log(
             position=summary.position,
-            server_lsn=self._server_lsn(),
+            server_lsn=self.server_lsn(),
             transactions=summary.transactions,
             records=summary.records,
         )
-
-    def _server_lsn(self) -> int:
-        """The server's current WAL position (replayed position on a standby)."""
-        with self.lookup_conn.cursor() as cur:
-            cur.execute(
-                "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()"
-                " ELSE pg_current_wal_lsn() END)::text"
-            )
-            row = cur.fetchone()
-        return parse_lsn(row[0]) if row and row[0] else 0
 
     # --- positions and state ----------------------------------------------------------------
 
@@ -247,15 +256,42 @@ class LogReader:
         if not self._dirty and not force:
             return
         position = self.summary.position
-        for stream in self.streams.values():
-            current = self.positions[stream.name]
-            if position > current:
-                self.positions[stream.name] = position
-                stream.set_log_position(position)
-        self.write_state()
+        # A stream whose bookmark is already later (snapshotted after this read's start) keeps it.
+        advanced = {
+            name: position for name, current in self.positions.items() if position > current
+        }
+        self.positions.update(advanced)
+        self.sink.write_state(advanced)
         self._dirty = False
 
     # --- messages ---------------------------------------------------------------------------
+
+    def _change(self, raw: bytes) -> bool:
+        """Hand an Insert, Update or Delete to its sink's fast path, straight from the bytes.
+
+        False, with nothing done, for every other message and for changes the fast path leaves
+        to the general one: not routed, skipped, an Update carrying an old row (a key change is
+        possible), whatever the sink declines, malformed data (which `decode` then reports).
+        """
+        if len(raw) < _CHANGE_TUPLE_AT or raw[XLOGDATA_HEADER_SIZE] not in _CHANGE_TYPES:
+            return False
+        relation_id, marker = _CHANGE_HEADER.unpack_from(raw, XLOGDATA_HEADER_SIZE + 1)
+        route = self.routes.get(relation_id)
+        begin = self._begin
+        if route is None or begin is None or route.stream_name in self._skip:
+            return False
+        if raw[XLOGDATA_HEADER_SIZE] == _DELETE:
+            if marker not in _OLD_MARKERS:
+                return False
+            deleted, key = True, marker == TUPLE_KEY
+        elif marker == TUPLE_NEW:  # an Insert, or an Update without old row
+            deleted = key = False
+        else:
+            return False
+        if not route.change(raw, _CHANGE_TUPLE_AT, begin, deleted=deleted, key=key):
+            return False
+        self.summary.records += 1
+        return True
 
     def _handle(self, message: object) -> None:
         if isinstance(message, Begin):
@@ -263,15 +299,24 @@ class LogReader:
             final = message.final_lsn
             self._skip = frozenset(name for name, pos in self.positions.items() if final < pos)
         elif isinstance(message, Insert):
-            self._insert(message)
+            route = self._route(message.relation_id)
+            if route is not None:
+                self.summary.records += route.insert(message, self._open("Insert"))
         elif isinstance(message, Update):
-            self._update(message)
+            route = self._route(message.relation_id)
+            if route is not None:
+                self.summary.records += route.update(message, self._open("Update"))
         elif isinstance(message, Delete):
-            self._delete(message)
+            route = self._route(message.relation_id)
+            if route is not None:
+                self.summary.records += route.delete(message, self._open("Delete"))
         elif isinstance(message, Relation):
-            self._relation(message)
+            self.routes[message.relation_id] = self.sink.relation(message)
         elif isinstance(message, Truncate):
-            self._truncate(message)
+            for relation_id in message.relation_ids:
+                route = self._route(relation_id)
+                if route is not None:
+                    route.truncate(self._open("Truncate"))
         # Origin, Type and logical decoding messages carry nothing a record needs.
 
     def _commit(self, message: Commit) -> None:
@@ -279,265 +324,41 @@ class LogReader:
         self.summary.transactions += 1
         self._advance(message.end_lsn)
 
-    def _route(self, relation_id: int) -> tuple[PgCdcStream, RelationPlan] | None:
-        routed = self.plans.get(relation_id)
-        if routed is None:
+    def _route(self, relation_id: int) -> RelationSink | None:
+        """Where a relation's changes go in this transaction: None if unfollowed or skipped."""
+        route = self.routes.get(relation_id)
+        if route is None or route.stream_name in self._skip:
             return None
-        stream = routed[0]
-        if stream.name in self._skip:
-            return None
-        return routed
+        return route
 
-    def _change(self, raw: bytes) -> bool:
-        """Write an Insert, Update or Delete straight from the XLogData bytes, if it can be.
-
-        The common changes take this path: their record is rendered from the tuple's bytes
-        (`decoder.tuple_renderer`), as the general path would build and write it. False, with
-        nothing done, for every other message and for changes that need the general path: a
-        stream on the SDK's path, an Update carrying an old row (a key change is possible),
-        values the server did not send, malformed data (which `decode` then reports).
-        """
-        if len(raw) < _CHANGE_TUPLE_AT or raw[XLOGDATA_HEADER_SIZE] not in _CHANGE_TYPES:
-            return False
-        relation_id, marker = _CHANGE_HEADER.unpack_from(raw, XLOGDATA_HEADER_SIZE + 1)
-        routed = self._route(relation_id)
+    def _open(self, what: str) -> Begin:
+        """The open transaction, which every change belongs to."""
         begin = self._begin
-        if routed is None or begin is None:
-            return False
-        stream, plan = routed
-        lines = emit.record_lines(stream)
-        if lines is None or plan.not_sent:
-            return False
-        if raw[XLOGDATA_HEADER_SIZE] == _DELETE:
-            if marker not in (_KEY, _OLD):
-                return False
-            deleted, key = True, marker == _KEY
-        elif marker == _NEW:  # an Insert, or an Update without old row
-            deleted = key = False
-        else:
-            return False
-        if not lines.tuple_line(plan, raw, _CHANGE_TUPLE_AT, begin, deleted=deleted, key=key):
-            return False
-        self._count(stream)
-        return True
-
-    def _write(self, stream: PgCdcStream, record: dict[str, t.Any]) -> None:
-        """Write a change record built as a dict, its metadata set (see `_meta`)."""
-        lines = emit.record_lines(stream)
-        if lines is None:
-            stream.write_record(record)
-        else:
-            begin = self._begin
-            assert begin is not None  # changes only arrive inside a transaction
-            lines.dict_line(record, begin)
-        self._count(stream)
-
-    def _write_tuple(
-        self,
-        stream: PgCdcStream,
-        plan: RelationPlan,
-        values: TupleData,
-        *,
-        deleted: bool,
-        key: bool,
-    ) -> bool:
-        """Write a tuple's record on the fast path, if the stream has one and the tuple is whole.
-
-        False (nothing written) when the record needs the dict path: the SDK's path, values the
-        server did not send (unchanged TOAST), columns the log never carries (generated).
-        """
-        lines = emit.record_lines(stream)
-        if lines is None or plan.not_sent:
-            return False
-        begin = self._begin
-        assert begin is not None  # changes only arrive inside a transaction
-        if not lines.change_line(plan, values, begin, deleted=deleted, key=key):
-            return False
-        self._count(stream)
-        return True
-
-    def _count(self, stream: PgCdcStream) -> None:
-        self.summary.records += 1
-        per = self.summary.per_stream
-        per[stream.name] = per.get(stream.name, 0) + 1
-
-    def _meta(self, record: dict[str, t.Any], *, deleted: bool) -> dict[str, t.Any]:
-        begin = self._begin
-        assert begin is not None  # changes only arrive inside a transaction
-        record[SDC_LSN] = begin.final_lsn
-        record[SDC_DELETED_AT] = begin.commit_time.isoformat() if deleted else None
-        return record
-
-    def _insert(self, message: Insert) -> None:
-        routed = self._route(message.relation_id)
-        if routed is None:
-            return
-        stream, plan = routed
-        if self._write_tuple(stream, plan, message.new, deleted=False, key=False):
-            return
-        record, missing = plan.row(message.new)
-        if missing:
-            self._fill_missing(stream, plan, record, missing, plan.key_text(message.new))
-        self._write(stream, self._meta(record, deleted=False))
-
-    def _update(self, message: Update) -> None:
-        routed = self._route(message.relation_id)
-        if routed is None:
-            return
-        stream, plan = routed
-        old = message.old
-        if old is not None and plan.key_positions:
-            old_key = plan.key_text(old)
-            if old_key != plan.key_text(message.new):
-                # The primary key changed: the old row is gone under its old key.
-                old_record = plan.old_row(old, message.old_kind or "K")
-                self._write(stream, self._meta(old_record, deleted=True))
-        if self._write_tuple(stream, plan, message.new, deleted=False, key=False):
-            return
-        full_old = old if message.old_kind == "O" else None
-        record, missing = plan.row(message.new, full_old)
-        if missing:
-            self._fill_missing(stream, plan, record, missing, plan.key_text(message.new))
-        self._write(stream, self._meta(record, deleted=False))
-
-    def _delete(self, message: Delete) -> None:
-        routed = self._route(message.relation_id)
-        if routed is None:
-            return
-        stream, plan = routed
-        key = message.old_kind == "K"
-        if self._write_tuple(stream, plan, message.old, deleted=True, key=key):
-            return
-        record = plan.old_row(message.old, message.old_kind)
-        self._write(stream, self._meta(record, deleted=True))
-
-    def _truncate(self, message: Truncate) -> None:
-        for relation_id in message.relation_ids:
-            routed = self._route(relation_id)
-            if routed is None:
-                continue
-            stream = routed[0]
-            begin = self._begin
-            assert begin is not None
-            stream.truncate(begin.final_lsn)
-
-    # --- relations ----------------------------------------------------------------------------
-
-    def _relation(self, relation: Relation) -> None:
-        stream = self.streams.get((relation.namespace, relation.name))
-        if stream is None:
-            self.plans[relation.relation_id] = None
-            return
-        table = stream.table
-        existing = {col.name: col for col in table.columns}
-        sent = {col.name for col in relation.columns}
-        columns: list[ColumnInfo] = []
-        unknown_types = [
-            col.type_oid
-            for col in relation.columns
-            if col.name not in existing or existing[col.name].type.oid != col.type_oid
-        ]
-        types = pgconn.resolve_types(self.lookup_conn, unknown_types) if unknown_types else {}
-        changed = False
-        for col in relation.columns:
-            known = existing.get(col.name)
-            if (
-                known is not None
-                and known.type.oid == col.type_oid
-                and known.typmod == col.atttypmod
-            ):
-                columns.append(known)
-                continue
-            changed = True
-            columns.append(
-                ColumnInfo(
-                    name=col.name,
-                    attnum=known.attnum if known else 0,
-                    type=types[col.type_oid],
-                    typmod=col.atttypmod,
-                    not_null=False,
-                    generated=False,
-                    sql_type=self._format_type(col.type_oid, col.atttypmod),
-                )
-            )
-        # Generated columns are never in the log before PG 18: keep them, fill them by key.
-        not_sent = [col for col in table.columns if col.name not in sent and col.generated]
-        if any(col.name not in sent and not col.generated for col in table.columns):
-            changed = True  # a column was dropped
-        if changed:
-            new_table = dataclasses.replace(table, columns=tuple(columns + not_sent))
-            self.logger.info("Schema of %s changed in the log; sending a new SCHEMA.", stream.name)
-            stream.replace_schema(new_table)
-        plan = RelationPlan.build(
-            relation,
-            [stream.converter_for(col.name) for col in columns],
-            stream.table.key,
-            [col.name for col in not_sent],
-        )
-        self.plans[relation.relation_id] = (stream, plan)
-
-    def _format_type(self, oid: int, typmod: int) -> str:
-        with self.lookup_conn.cursor() as cur:
-            cur.execute("SELECT pg_catalog.format_type(%s, %s)", (oid, typmod))
-            row = cur.fetchone()
-        return str(row[0]) if row else "text"
-
-    # --- values the log did not carry --------------------------------------------------------
-
-    def _fill_missing(
-        self,
-        stream: PgCdcStream,
-        plan: RelationPlan,
-        record: dict[str, t.Any],
-        missing: list[str],
-        key_raw: tuple[t.Any, ...],
-    ) -> None:
-        """Read values the log did not send (unchanged TOAST, generated columns) by key.
-
-        The current value may be newer than this change; that converges, because every later
-        change to the row is in the log after this one. If the row is gone, the columns are left
-        out of the record (never set to NULL): its delete follows later in the log.
-        """
-        table = stream.table
-        if (
-            not table.key
-            or len(key_raw) != len(table.key)
-            or not all(isinstance(v, str) for v in key_raw)
-        ):
-            if stream.name not in self._warned:
-                self._warned.add(stream.name)
-                self.logger.warning(
-                    "%s: values of %s were not sent by the server and the table has no primary "
-                    "key to read them by; they are left out of the records. Fix: ALTER TABLE %s "
-                    "REPLICA IDENTITY FULL.",
-                    stream.name,
-                    ", ".join(missing),
-                    table.quoted_name,
-                )
-            return
-        cols = [table.column(name) for name in missing]
-        keys = [table.column(name) for name in table.key]
-        sql = (
-            # Identifiers are doubled-% escaped: the statement also carries %s parameters.
-            f"SELECT {', '.join(_ident(c.name) for c in cols)} FROM {_pct(table.quoted_name)} "
-            f"WHERE ({', '.join(_ident(k.name) for k in keys)}) = ("
-            + ", ".join(f"%s::{k.sql_type}" for k in keys)
-            + ")"
-        )
-        params = list(key_raw)
-        raw_text_casters(self.lookup_conn, (c.type.oid for c in cols))
-        with self.lookup_conn.cursor() as cur:
-            cur.execute(sql, params)
-            row = cur.fetchone()
-        if row is None:
-            return
-        for col, value in zip(cols, row, strict=True):
-            record[col.name] = None if value is None else stream.converter_for(col.name)(value)
+        if begin is None:
+            msg = f"{what} message outside a transaction (no Begin before it)"
+            raise ProtocolError(msg)
+        return begin
 
 
-def _pct(sql: str) -> str:
-    return sql.replace("%", "%%")
+# --- transitional (wave 1): remove after the integrator switches callers ---
+def LogReader(
+    *,
+    transport: Transport,
+    streams: Sequence[t.Any],
+    lookup_conn: psycopg2.extensions.connection,
+    write_state: Callable[[], None],
+    settings: ReaderSettings,
+    logger: logging.Logger | None = None,
+) -> ReadLoop:
+    """The former reader class's constructor: `tap_pgcdc.output.changes.log_reader`."""
+    # Imported here, not at the top: the Singer side must not load with this layer.
+    from tap_pgcdc.output.changes import log_reader
 
-
-def _ident(name: str) -> str:
-    return _pct(quote_ident(name))
+    return log_reader(
+        transport=transport,
+        streams=streams,
+        lookup_conn=lookup_conn,
+        write_state=write_state,
+        settings=settings,
+        logger=logger,
+    )

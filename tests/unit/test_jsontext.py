@@ -17,8 +17,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tap_pgcdc.jsontext import ascii_json, fragment, json_string, serialize
-from tap_pgcdc.replication.decoder import decode, tuple_renderer
+from tap_pgcdc.output.jsontext import ascii_json, fragment, json_string, serialize
+from tap_pgcdc.output.tuples import tuple_renderer
+from tap_pgcdc.replication.decoder import decode
 from tap_pgcdc.replication.messages import UNCHANGED_TOAST, ColumnValue
 from tap_pgcdc.typemap import BUILTIN_TYPES, converter
 from tests.unit.pgoutput_build import insert

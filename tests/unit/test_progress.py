@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from tap_pgcdc.progress import LogProgress, SnapshotProgress, human_bytes
+from tap_pgcdc.replication.progress import LogProgress, human_bytes
 
 
 class FakeClock:
@@ -29,34 +29,6 @@ class FakeClock:
 )
 def test_human_bytes(n: int, text: str) -> None:
     assert human_bytes(n) == text
-
-
-def test_snapshot_progress_logs_only_when_due(caplog: pytest.LogCaptureFixture) -> None:
-    clock = FakeClock()
-    logger = logging.getLogger("test.snapshot")
-    progress = SnapshotProgress("public-orders", 1000, logger, interval=30, clock=clock)
-    with caplog.at_level(logging.INFO, logger="test.snapshot"):
-        progress.add(100)
-        clock.now += 10
-        progress.add(100)
-        assert caplog.messages == []
-        clock.now += 20
-        progress.add(100)
-        clock.now += 5
-        progress.finish()
-    assert caplog.messages == [
-        "Snapshot public-orders: 300 of ~1000 rows (30%), 10 rows/s.",
-        "Snapshot public-orders done: 300 rows in 35.0 s (9 rows/s).",
-    ]
-
-
-def test_snapshot_progress_without_estimate(caplog: pytest.LogCaptureFixture) -> None:
-    clock = FakeClock()
-    progress = SnapshotProgress("s", 0, logging.getLogger("test.s2"), interval=1, clock=clock)
-    with caplog.at_level(logging.INFO, logger="test.s2"):
-        clock.now += 2
-        progress.add(50)
-    assert caplog.messages == ["Snapshot s: 50 rows, 25 rows/s."]
 
 
 def test_log_progress_reports_lag_and_rates(caplog: pytest.LogCaptureFixture) -> None:

@@ -1,7 +1,7 @@
-"""Progress and lag reporting: what a long run is doing, in periodic log lines.
+"""Progress and lag reporting of the log read: what a long read is doing, in periodic log lines.
 
-Pure bookkeeping with an injected clock; the snapshot and the log reader call `tick` with their
-counters, and this module decides when a line is due and what it says.
+Pure bookkeeping with an injected clock: the read loop asks `LogProgress.due` whether a line is
+due and hands `LogProgress.log` its counters; `LogProgress.summary` is the end-of-read line.
 """
 
 from __future__ import annotations
@@ -29,51 +29,7 @@ def human_bytes(n: int) -> str:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-@dataclass
-class SnapshotProgress:
-    """Rows read of a table's estimated size, logged every `interval` seconds."""
-
-    stream: str
-    estimate: int
-    logger: logging.Logger
-    interval: float = DEFAULT_INTERVAL_SECONDS
-    clock: Callable[[], float] = time.monotonic
-    rows: int = 0
-    started: float = field(init=False)
-    _last_log: float = field(init=False)
-    _last_rows: int = field(init=False, default=0)
-
-    def __post_init__(self) -> None:
-        self.started = self._last_log = self.clock()
-
-    def add(self, rows: int) -> None:
-        """Count rows emitted; logs a line when one is due."""
-        self.rows += rows
-        now = self.clock()
-        if now - self._last_log >= self.interval:
-            rate = (self.rows - self._last_rows) / max(now - self._last_log, 1e-9)
-            self.logger.info("Snapshot %s: %s, %.0f rows/s.", self.stream, self._done(), rate)
-            self._last_log = now
-            self._last_rows = self.rows
-
-    def _done(self) -> str:
-        if self.estimate > 0:
-            pct = min(100.0, 100.0 * self.rows / self.estimate)
-            return f"{self.rows} of ~{self.estimate} rows ({pct:.0f}%)"
-        return f"{self.rows} rows"
-
-    def finish(self) -> None:
-        elapsed = max(self.clock() - self.started, 1e-9)
-        self.logger.info(
-            "Snapshot %s done: %d rows in %.1f s (%.0f rows/s).",
-            self.stream,
-            self.rows,
-            elapsed,
-            self.rows / elapsed,
-        )
-
-
-@dataclass
+@dataclass(slots=True)
 class LogProgress:
     """Position, lag behind the server, and rates while reading the slot."""
 
@@ -89,6 +45,7 @@ class LogProgress:
         self.started = self._last_log = self.clock()
 
     def due(self) -> bool:
+        """Whether `interval` seconds have passed since the last line (or the start)."""
         return self.clock() - self._last_log >= self.interval
 
     def log(self, *, position: int, server_lsn: int, transactions: int, records: int) -> None:

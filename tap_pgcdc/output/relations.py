@@ -1,10 +1,10 @@
-"""Relation cache: what each pgoutput relation id means, and tuple data -> records.
+"""Relation plans: what each pgoutput relation's tuples mean as records of one stream.
 
 A Relation message describes a table's published columns; later change messages refer to it by
 OID and carry tuple data in the same column order. Tuple values are None (SQL NULL),
 UNCHANGED_TOAST (a large value the server did not resend because it did not change) or text.
 This module turns them into records without ever writing NULL for a value that was not sent:
-those columns are reported as missing so the reader can fill them in.
+those columns are reported as missing so the change writer can fill them in.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import typing as t
 from dataclasses import dataclass
 
-from tap_pgcdc.jsontext import Fragment, fragment
+from tap_pgcdc.output.jsontext import Fragment, fragment
 from tap_pgcdc.replication.messages import UNCHANGED_TOAST, Relation
 
 if t.TYPE_CHECKING:
@@ -21,8 +21,6 @@ if t.TYPE_CHECKING:
     from tap_pgcdc.replication.messages import TupleData
 
     Converter = Callable[[str], t.Any]
-
-COLUMN_FLAG_KEY = 1
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -49,6 +47,14 @@ class RelationPlan:
         primary_key: Sequence[str],
         not_sent: Sequence[str] = (),
     ) -> RelationPlan:
+        """The plan of one Relation message for a stream.
+
+        Args:
+            relation: The Relation message (its columns in tuple-data order).
+            converters: text -> value, one per column of `relation`, in the same order.
+            primary_key: The stream's primary key column names.
+            not_sent: Stream columns the log never carries (read by key instead).
+        """
         names = tuple(col.name for col in relation.columns)
         position = {name: i for i, name in enumerate(names)}
         return cls(
@@ -56,9 +62,7 @@ class RelationPlan:
             names=names,
             converters=tuple(converters),
             key_positions=tuple(position[k] for k in primary_key if k in position),
-            identity_positions=tuple(
-                i for i, col in enumerate(relation.columns) if col.flags & COLUMN_FLAG_KEY
-            ),
+            identity_positions=tuple(i for i, col in enumerate(relation.columns) if col.is_key),
             not_sent=tuple(not_sent),
             fragments=tuple(fragment(convert) for convert in converters),
         )

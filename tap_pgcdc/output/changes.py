@@ -1,0 +1,312 @@
+"""The read loop's sink on the Singer side: decoded changes become records of their streams.
+
+`StreamSink` implements `tap_pgcdc.replication.sink.Sink`: it routes each Relation message to the
+stream of its table (adopting a changed table shape with a new SCHEMA), and writes STATE with the
+bookmarks the loop advanced. `ChangeTarget` is one routed relation: it writes the records of its
+inserts, updates and deletes (straight from the tuple bytes where it can, see
+`tap_pgcdc.output.records`), reads values the log did not carry by key, and turns TRUNCATE into
+a new table version. `log_reader` builds the sink and the loop for one log read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import time
+import typing as t
+from dataclasses import dataclass
+
+from tap_pgcdc import connector as pgconn
+from tap_pgcdc.connector import SDC_DELETED_AT, SDC_LSN, ColumnInfo
+from tap_pgcdc.output.records import record_lines
+from tap_pgcdc.output.relations import RelationPlan
+from tap_pgcdc.pg.casters import raw_text_casters
+from tap_pgcdc.pg.quoting import pct, quote_ident
+from tap_pgcdc.pg.wal import current_wal_lsn
+from tap_pgcdc.replication.reader import ReadLoop
+
+if t.TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+
+    import psycopg2.extensions
+
+    from tap_pgcdc.replication.messages import Begin, Delete, Insert, Relation, TupleData, Update
+    from tap_pgcdc.replication.reader import ReaderSettings, Transport
+    from tap_pgcdc.streams import PgCdcStream
+
+
+def log_reader(
+    *,
+    transport: Transport,
+    streams: Sequence[PgCdcStream],
+    lookup_conn: psycopg2.extensions.connection,
+    write_state: Callable[[], None],
+    settings: ReaderSettings,
+    logger: logging.Logger | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> ReadLoop:
+    """The read loop for one log read, writing the changes as records of `streams`.
+
+    Args:
+        transport: The replication stream, started at the lowest bookmark of `streams`.
+        streams: The log-based streams, bound to their tables, bookmarks set.
+        lookup_conn: An autocommit connection for type names, values the log did not carry,
+            and the server's WAL position.
+        write_state: Writes the tap's STATE (the streams' bookmarks already updated).
+        settings: The read's confirmation, timing and stop settings.
+        logger: Where the read's lines go.
+        clock: Monotonic seconds.
+
+    Returns:
+        The loop; call its `run(stop_lsn=...)`.
+    """
+    log = logger or logging.getLogger(ReadLoop.__module__)
+    sink = StreamSink(streams=streams, lookup_conn=lookup_conn, write_state=write_state, logger=log)
+    return ReadLoop(
+        transport=transport,
+        sink=sink,
+        positions=sink.positions(),
+        settings=settings,
+        server_lsn=functools.partial(current_wal_lsn, lookup_conn),
+        logger=log,
+        clock=clock,
+    )
+
+
+class StreamSink:
+    """Routes relations to streams and writes their STATE (a `replication.sink.Sink`).
+
+    Args:
+        streams: The log-based streams, bound to their tables.
+        lookup_conn: An autocommit connection for type names and values the log did not carry.
+        write_state: Writes the tap's STATE.
+        logger: Where schema changes and warnings are logged.
+    """
+
+    def __init__(
+        self,
+        *,
+        streams: Sequence[PgCdcStream],
+        lookup_conn: psycopg2.extensions.connection,
+        write_state: Callable[[], None],
+        logger: logging.Logger,
+    ) -> None:
+        self.streams = {(s.table.schema, s.table.name): s for s in streams}
+        self.lookup_conn = lookup_conn
+        self.logger = logger
+        self._by_name = {s.name: s for s in streams}
+        self._write_state = write_state
+        self._warned: set[str] = set()
+
+    def positions(self) -> dict[str, int]:
+        """Every stream's bookmark as an int (0: none), for the loop to skip by."""
+        return {s.name: s.log_position or 0 for s in self.streams.values()}
+
+    def write_state(self, advanced: Mapping[str, int]) -> None:
+        """Move the advanced streams' bookmarks, then write STATE."""
+        for name, lsn in advanced.items():
+            self._by_name[name].set_log_position(lsn)
+        self._write_state()
+
+    def relation(self, message: Relation) -> ChangeTarget | None:
+        """Route a relation to its table's stream; adopt a changed shape with a new SCHEMA."""
+        stream = self.streams.get((message.namespace, message.name))
+        if stream is None:
+            return None
+        table = stream.table
+        existing = {col.name: col for col in table.columns}
+        sent = {col.name for col in message.columns}
+        columns: list[ColumnInfo] = []
+        unknown_types = [
+            col.type_oid
+            for col in message.columns
+            if col.name not in existing or existing[col.name].type.oid != col.type_oid
+        ]
+        types = pgconn.resolve_types(self.lookup_conn, unknown_types) if unknown_types else {}
+        changed = False
+        for col in message.columns:
+            known = existing.get(col.name)
+            if (
+                known is not None
+                and known.type.oid == col.type_oid
+                and known.typmod == col.atttypmod
+            ):
+                columns.append(known)
+                continue
+            changed = True
+            columns.append(
+                ColumnInfo(
+                    name=col.name,
+                    attnum=known.attnum if known else 0,
+                    type=types[col.type_oid],
+                    typmod=col.atttypmod,
+                    not_null=False,
+                    generated=False,
+                    sql_type=self._format_type(col.type_oid, col.atttypmod),
+                )
+            )
+        # Generated columns are never in the log before PG 18: keep them, fill them by key.
+        not_sent = [col for col in table.columns if col.name not in sent and col.generated]
+        if any(col.name not in sent and not col.generated for col in table.columns):
+            changed = True  # a column was dropped
+        if changed:
+            new_table = dataclasses.replace(table, columns=tuple(columns + not_sent))
+            self.logger.info("Schema of %s changed in the log; sending a new SCHEMA.", stream.name)
+            stream.replace_schema(new_table)
+        plan = RelationPlan.build(
+            message,
+            [stream.converter_for(col.name) for col in columns],
+            stream.table.key,
+            [col.name for col in not_sent],
+        )
+        return ChangeTarget(stream_name=stream.name, stream=stream, plan=plan, sink=self)
+
+    def _format_type(self, oid: int, typmod: int) -> str:
+        with self.lookup_conn.cursor() as cur:
+            cur.execute("SELECT pg_catalog.format_type(%s, %s)", (oid, typmod))
+            row = cur.fetchone()
+        return str(row[0]) if row else "text"
+
+    def fill_missing(
+        self,
+        stream: PgCdcStream,
+        record: dict[str, t.Any],
+        missing: list[str],
+        key_raw: tuple[t.Any, ...],
+    ) -> None:
+        """Read values the log did not send (unchanged TOAST, generated columns) by key.
+
+        The current value may be newer than this change; that converges, because every later
+        change to the row is in the log after this one. If the row is gone, the columns are left
+        out of the record (never set to NULL): its delete follows later in the log.
+        """
+        table = stream.table
+        if (
+            not table.key
+            or len(key_raw) != len(table.key)
+            or not all(isinstance(v, str) for v in key_raw)
+        ):
+            if stream.name not in self._warned:
+                self._warned.add(stream.name)
+                self.logger.warning(
+                    "%s: values of %s were not sent by the server and the table has no primary "
+                    "key to read them by; they are left out of the records. Fix: ALTER TABLE %s "
+                    "REPLICA IDENTITY FULL.",
+                    stream.name,
+                    ", ".join(missing),
+                    table.quoted_name,
+                )
+            return
+        cols = [table.column(name) for name in missing]
+        keys = [table.column(name) for name in table.key]
+        sql = (
+            # Identifiers are doubled-% escaped: the statement also carries %s parameters.
+            f"SELECT {', '.join(pct(quote_ident(c.name)) for c in cols)} "
+            f"FROM {pct(table.quoted_name)} "
+            f"WHERE ({', '.join(pct(quote_ident(k.name)) for k in keys)}) = ("
+            + ", ".join(f"%s::{k.sql_type}" for k in keys)
+            + ")"
+        )
+        raw_text_casters(self.lookup_conn, (c.type.oid for c in cols))
+        with self.lookup_conn.cursor() as cur:
+            cur.execute(sql, list(key_raw))
+            row = cur.fetchone()
+        if row is None:
+            return
+        for col, value in zip(cols, row, strict=True):
+            record[col.name] = None if value is None else stream.converter_for(col.name)(value)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ChangeTarget:
+    """One routed relation: writes its changes as records of its stream (a `RelationSink`)."""
+
+    stream_name: str  # the stream's name, which the loop skips transactions by
+    stream: PgCdcStream  # where the records go
+    plan: RelationPlan  # how the relation's tuples become records
+    sink: StreamSink  # reads what the log did not carry
+
+    def change(self, frame: bytes, pos: int, begin: Begin, *, deleted: bool, key: bool) -> bool:
+        """Write the record from the tuple's bytes; False if it needs the general path.
+
+        The general path is needed for a stream on the SDK's record path, a relation with
+        columns the log never carries, and whatever `RecordLines.tuple_line` declines.
+        """
+        lines = record_lines(self.stream)
+        plan = self.plan
+        if lines is None or plan.not_sent:
+            return False
+        return lines.tuple_line(plan, frame, pos, begin, deleted=deleted, key=key)
+
+    def insert(self, message: Insert, begin: Begin) -> int:
+        """Write the inserted row's record; returns 1."""
+        plan = self.plan
+        if self._tuple(message.new, begin, deleted=False, key=False):
+            return 1
+        record, missing = plan.row(message.new)
+        if missing:
+            self.sink.fill_missing(self.stream, record, missing, plan.key_text(message.new))
+        self._write(_meta(record, begin, deleted=False), begin)
+        return 1
+
+    def update(self, message: Update, begin: Begin) -> int:
+        """Write the updated row's record, after its old key's deletion if the key changed."""
+        plan = self.plan
+        written = 0
+        old = message.old
+        if old is not None and plan.key_positions:
+            old_key = plan.key_text(old)
+            if old_key != plan.key_text(message.new):
+                # The primary key changed: the old row is gone under its old key.
+                old_record = plan.old_row(old, message.old_kind or "K")
+                self._write(_meta(old_record, begin, deleted=True), begin)
+                written += 1
+        if self._tuple(message.new, begin, deleted=False, key=False):
+            return written + 1
+        full_old = old if message.old_kind == "O" else None
+        record, missing = plan.row(message.new, full_old)
+        if missing:
+            self.sink.fill_missing(self.stream, record, missing, plan.key_text(message.new))
+        self._write(_meta(record, begin, deleted=False), begin)
+        return written + 1
+
+    def delete(self, message: Delete, begin: Begin) -> int:
+        """Write the deleted row's record (its key, or the whole old row); returns 1."""
+        key = message.old_kind == "K"
+        if self._tuple(message.old, begin, deleted=True, key=key):
+            return 1
+        record = self.plan.old_row(message.old, message.old_kind)
+        self._write(_meta(record, begin, deleted=True), begin)
+        return 1
+
+    def truncate(self, begin: Begin) -> None:
+        """TRUNCATE: the stream's rows are replaced by what follows (a new table version)."""
+        self.stream.truncate(begin.final_lsn)
+
+    def _tuple(self, values: TupleData, begin: Begin, *, deleted: bool, key: bool) -> bool:
+        """Write a decoded tuple's record on the fast path, if the stream has one and it is whole.
+
+        False (nothing written) when the record needs the dict path: the SDK's path, values the
+        server did not send (unchanged TOAST), columns the log never carries (generated).
+        """
+        lines = record_lines(self.stream)
+        plan = self.plan
+        if lines is None or plan.not_sent:
+            return False
+        return lines.change_line(plan, values, begin, deleted=deleted, key=key)
+
+    def _write(self, record: dict[str, t.Any], begin: Begin) -> None:
+        """Write a change record built as a dict, its metadata set (see `_meta`)."""
+        lines = record_lines(self.stream)
+        if lines is None:
+            self.stream.write_record(record)
+        else:
+            lines.dict_line(record, begin)
+
+
+def _meta(record: dict[str, t.Any], begin: Begin, *, deleted: bool) -> dict[str, t.Any]:
+    """The change's metadata columns: its transaction's commit LSN, and deletion time."""
+    record[SDC_LSN] = begin.final_lsn
+    record[SDC_DELETED_AT] = begin.commit_time.isoformat() if deleted else None
+    return record

@@ -1,0 +1,79 @@
+"""What the read loop writes through: the sink protocol, implemented on the Singer side.
+
+The loop (`tap_pgcdc.replication.reader`) owns the order of events and every position: which
+transactions a stream skips, when STATE is due and what it may claim, what is confirmed to the
+server. A sink owns what the changes become: records, schema changes, truncations, the STATE
+message itself. The loop hands each change the open transaction's Begin, and calls
+`Sink.write_state` only between transactions, never between a Begin and its Commit.
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+if t.TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from tap_pgcdc.replication.messages import Begin, Delete, Insert, Relation, Update
+
+
+class RelationSink(t.Protocol):
+    """Where the changes of one followed relation go (what `Sink.relation` returns for it)."""
+
+    @property
+    def stream_name(self) -> str:
+        """The stream the relation feeds: its bookmark decides which transactions it skips."""
+        ...
+
+    def change(self, frame: bytes, pos: int, begin: Begin, *, deleted: bool, key: bool) -> bool:
+        """Write a change's record straight from its bytes, if it can be (the fast path).
+
+        Called once per Insert, Update without old row, and Delete, before any decoding.
+
+        Args:
+            frame: The whole XLogData frame of the change.
+            pos: Where the change's only tuple starts in `frame` (its TupleData ends the frame).
+            begin: The open transaction.
+            deleted: True for a Delete (the tuple is the old row).
+            key: True if the tuple is an old key ('K'): only the replica identity columns.
+
+        Returns:
+            True if one record was written; False, with nothing written, to have the change
+            decoded and handed to `insert`, `update` or `delete` instead.
+        """
+        ...
+
+    def insert(self, message: Insert, begin: Begin) -> int:
+        """Write an inserted row; returns the number of records written."""
+        ...
+
+    def update(self, message: Update, begin: Begin) -> int:
+        """Write an updated row (and its old key's deletion, if the key changed); returns the count."""
+        ...
+
+    def delete(self, message: Delete, begin: Begin) -> int:
+        """Write a deleted row; returns the number of records written."""
+        ...
+
+    def truncate(self, begin: Begin) -> None:
+        """The relation was truncated by the transaction `begin` opened."""
+        ...
+
+
+class Sink(t.Protocol):
+    """The read loop's output: relations to route, and STATE at transaction boundaries."""
+
+    def relation(self, message: Relation) -> RelationSink | None:
+        """A Relation message: where its changes go from now on, or None if nothing follows it.
+
+        May write what a changed table shape needs (a new SCHEMA) before returning.
+        """
+        ...
+
+    def write_state(self, advanced: Mapping[str, int]) -> None:
+        """Write STATE: the streams in `advanced` have their bookmarks moved to the given LSN.
+
+        Called only at a transaction boundary, after every record the new bookmarks cover has
+        been written through this sink. `advanced` may be empty (a STATE the stop requires).
+        """
+        ...
