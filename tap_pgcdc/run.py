@@ -27,10 +27,11 @@ from singer_sdk.exceptions import AbortedSyncFailedException, AbortedSyncPausedE
 from tap_pgcdc import connector as pgconn
 from tap_pgcdc import recovery
 from tap_pgcdc.errors import ConfigError, ConnectionLost, PrivilegeError, SlotError
+from tap_pgcdc.output.changes import log_reader
 from tap_pgcdc.pg import wal
 from tap_pgcdc.pg.lsn import format_lsn
 from tap_pgcdc.replication import slot as slots
-from tap_pgcdc.replication.reader import LogReader, ReaderSettings
+from tap_pgcdc.replication.reader import ReaderSettings
 from tap_pgcdc.replication.transport import ReplicationError, ReplicationStream, SnapshotSession
 from tap_pgcdc.snapshot.session import snapshot_connection
 from tap_pgcdc.state import RESNAPSHOT_KEY, STATE_KEY, check_identity, identity_record
@@ -324,7 +325,7 @@ class Run:
                 publication_name=settings.publication_name,
                 start_lsn=start,
             ) as transport:
-                reader = LogReader(
+                reader = log_reader(
                     transport=transport,
                     streams=log_streams,
                     lookup_conn=lookup_conn,

@@ -22,7 +22,7 @@ import psycopg2.extensions
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.sql import SQLStream
 
-from tap_pgcdc import emit, sdk, typemap
+from tap_pgcdc import sdk, typemap
 from tap_pgcdc.connector import (
     SDC_DELETED_AT,
     SDC_LSN,
@@ -32,6 +32,7 @@ from tap_pgcdc.connector import (
     table_schema,
 )
 from tap_pgcdc.errors import ConfigError
+from tap_pgcdc.output import records
 from tap_pgcdc.pg.casters import raw_text_casters
 from tap_pgcdc.pg.lsn import format_lsn, parse_lsn
 from tap_pgcdc.pg.quoting import quote_ident
@@ -236,7 +237,7 @@ class PgCdcStream(SQLStream):
     def get_records(self, context: Context | None) -> Iterable[Record]:
         """Read the table in primary-key order, in chunks; resume after the last chunk emitted.
 
-        Where the fast path applies (`emit.snapshot_lines`), the server renders the records and
+        Where the fast path applies (`records.snapshot_lines`), the server renders the records and
         they are written here; nothing is yielded. Otherwise the records go to the SDK's loop.
         """
         if context:  # pragma: no cover - the tap has no partitions
@@ -249,7 +250,7 @@ class PgCdcStream(SQLStream):
         columns = self._snapshot_columns()
         raw_text_casters(conn, (col.type.oid for col in columns))
         progress = self.bookmark.setdefault("snapshot", {"after": None})
-        lines = emit.snapshot_lines(self)
+        lines = records.snapshot_lines(self)
         if lines is not None:
             # Nothing the SDK does per record applies: the server renders the records' JSON
             # and they are written here, so nothing is yielded to the SDK's loop.

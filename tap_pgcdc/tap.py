@@ -19,10 +19,10 @@ from singer_sdk.tap_base import CliTestOptionValue
 
 from tap_pgcdc import cli, run, sdk
 from tap_pgcdc import connector as pgconn
+from tap_pgcdc.output.writer import PgCdcWriter
 from tap_pgcdc.settings import CONFIG_SCHEMA, Settings
 from tap_pgcdc.state import check_input_state, checked_state_text
 from tap_pgcdc.streams import PgCdcStream
-from tap_pgcdc.writer import PgCdcWriter
 
 if t.TYPE_CHECKING:
     from types import FrameType

@@ -165,7 +165,7 @@ def _jsonb(text: str) -> Any:
     """jsonb: parsed like json; its own function so that writers can tell jsonb's text apart.
 
     jsonb prints a canonical document (keys unique and sorted, no newline outside strings),
-    which `tap_pgcdc.jsontext` copies into the output instead of parsing and re-serializing it.
+    which `tap_pgcdc.output.jsontext` copies into the output instead of parsing and re-serializing it.
     """
     return _json(text)
 
@@ -218,7 +218,7 @@ _EXTENSION_SCALARS: dict[str, tuple[dict[str, Any], Converter]] = {
     "hstore": (_HSTORE, parse_hstore),
     "citext": (_STRING, str),
 }
-# What writers that render JSON straight from the text (tap_pgcdc/jsontext.py) need to know:
+# What writers that render JSON straight from the text (tap_pgcdc/output/jsontext.py) need to know:
 STRING_CONVERTERS: frozenset[Converter] = frozenset(
     {str, _date, _timestamp, _timestamptz, _iso_offset, _bytea, _money_text}
 )

@@ -49,9 +49,7 @@ from tap_pgcdc.replication.protocol import (
 )
 
 if t.TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
-
-    import psycopg2.extensions
+    from collections.abc import Callable, Mapping
 
     from tap_pgcdc.replication.sink import RelationSink, Sink
 
@@ -338,27 +336,3 @@ class ReadLoop:
             msg = f"{what} message outside a transaction (no Begin before it)"
             raise ProtocolError(msg)
         return begin
-
-
-# --- transitional (wave 1): remove after the integrator switches callers ---
-def LogReader(
-    *,
-    transport: Transport,
-    streams: Sequence[t.Any],
-    lookup_conn: psycopg2.extensions.connection,
-    write_state: Callable[[], None],
-    settings: ReaderSettings,
-    logger: logging.Logger | None = None,
-) -> ReadLoop:
-    """The former reader class's constructor: `tap_pgcdc.output.changes.log_reader`."""
-    # Imported here, not at the top: the Singer side must not load with this layer.
-    from tap_pgcdc.output.changes import log_reader
-
-    return log_reader(
-        transport=transport,
-        streams=streams,
-        lookup_conn=lookup_conn,
-        write_state=write_state,
-        settings=settings,
-        logger=logger,
-    )

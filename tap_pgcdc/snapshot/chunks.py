@@ -1,6 +1,6 @@
 """Snapshot chunks whose records the server renders as JSON, written as RECORD lines.
 
-On the fast path (see `tap_pgcdc.emit`) the snapshot SELECT returns, per row, the record object
+On the fast path (see `tap_pgcdc.output.records`) the snapshot SELECT returns, per row, the record object
 ready to frame as a RECORD line (`render`). A keyed table is read in chunks in key order, as on
 the plain path (`query`): each row also carries its key's text, the last one being where the
 next chunk and a resumed run start. A thread reads one chunk ahead, so that the server renders
@@ -18,7 +18,7 @@ import typing as t
 from dataclasses import dataclass
 
 from tap_pgcdc.connector import SDC_DELETED_AT, SDC_LSN
-from tap_pgcdc.jsontext import ascii_json, json_string
+from tap_pgcdc.output.jsontext import ascii_json, json_string
 from tap_pgcdc.snapshot.query import ChunkQuery, Row, all_chunks, key_chunks
 from tap_pgcdc.snapshot.render import MARKER_START, column_sql, record_sql, resolve_markers
 

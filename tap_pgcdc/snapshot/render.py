@@ -17,7 +17,7 @@ import typing as t
 from decimal import Decimal
 
 from tap_pgcdc import typemap
-from tap_pgcdc.jsontext import json_string, serialize
+from tap_pgcdc.output.jsontext import json_string, serialize
 from tap_pgcdc.pg.quoting import quote_ident, quote_literal
 
 if t.TYPE_CHECKING:

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from tap_pgcdc import connector as pgconn
 from tap_pgcdc import typemap
-from tap_pgcdc.jsontext import ascii_json, serialize
+from tap_pgcdc.output.jsontext import ascii_json, serialize
 from tap_pgcdc.pg.casters import raw_text_casters
 from tap_pgcdc.snapshot.render import column_sql, resolve_markers
 from tests.tap_runner import TapRun, discover, run_tap, select_streams
