@@ -18,7 +18,6 @@ import typing as t
 from dataclasses import dataclass
 
 import psycopg2
-import psycopg2.extensions
 import psycopg2.extras
 
 from tap_pgcdc.errors import ReplicationError
