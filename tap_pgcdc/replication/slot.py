@@ -364,17 +364,10 @@ def create_slot(conn: Connection, name: str, *, failover: bool = False) -> tuple
     """
     try:
         with transaction(conn) as cur:
-            if failover:  # PG17+: (name, plugin, temporary, twophase, failover)
-                cur.execute(
-                    "SELECT lsn::text FROM pg_catalog.pg_create_logical_replication_slot("
-                    "%s, %s, false, false, true)",
-                    (name, PLUGIN),
-                )
-            else:
-                cur.execute(
-                    "SELECT lsn::text FROM pg_catalog.pg_create_logical_replication_slot(%s, %s)",
-                    (name, PLUGIN),
-                )
+            # PG17+ takes (name, plugin, temporary, twophase, failover).
+            args = "%s, %s, false, false, true" if failover else "%s, %s"
+            create = f"SELECT lsn::text FROM pg_catalog.pg_create_logical_replication_slot({args})"
+            cur.execute(create, (name, PLUGIN))
             row = cur.fetchone()
     except psycopg2.errors.DuplicateObject:
         row = None  # another run created it between our look and our create: use theirs
@@ -462,8 +455,7 @@ def drop_slot(conn: Connection, name: str, *, timeout: float = 5.0) -> None:
 
 
 # --- transitional (wave 1): remove after the integrator switches callers ---
-# The names this module held before server, publication and identity had modules of their own,
-# and the old act-and-check twins, now thin compositions of fetch -> judge -> act.
+# Names this module held before server, publication and identity had modules; the old twins.
 from tap_pgcdc.replication import legacy, server  # noqa: E402
 from tap_pgcdc.replication.publication import PublicationInfo as PublicationInfo  # noqa: E402
 from tap_pgcdc.replication.publication_ops import get_publication as get_publication  # noqa: E402
@@ -493,8 +485,14 @@ def ensure_slot(
 
 
 def slot_problems(
-    conn: Connection, name: str, *, create: bool, failover: bool = False, **judge: bool
+    conn: Connection,
+    name: str,
+    *,
+    create: bool,
+    failover: bool = False,
+    allow_invalidated: bool = False,
 ) -> list[str]:
     """Transitional: `judge_slot(fetch_slot(conn, name), ...)` as strings."""
-    problems = judge_slot(fetch_slot(conn, name), create=create, failover=failover, **judge)
-    return [str(problem) for problem in problems]
+    facts = fetch_slot(conn, name)
+    found = judge_slot(facts, create=create, failover=failover, allow_invalidated=allow_invalidated)
+    return [str(problem) for problem in found]
