@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import typing as t
 
+if t.TYPE_CHECKING:
+    from collections.abc import Sequence
+
 
 class TapPgCdcError(Exception):
     """Base class of every error raised by tap-pgcdc, carrying an actionable message."""
@@ -93,6 +96,10 @@ class SlotError(TapPgCdcError):
     """The replication slot or publication is missing, foreign, busy, invalidated or behind."""
 
 
+class ReplicationError(TapPgCdcError):
+    """The replication stream failed (server error, terminated connection)."""
+
+
 class StateError(TapPgCdcError):
     """The input state is malformed, foreign, or cannot be resumed without losing changes."""
 
@@ -130,3 +137,9 @@ class ConnectionLost(TapPgCdcError):
             "keeps happening, check the server log and the network (tunnels, proxies, "
             "wal_sender_timeout)."
         )
+
+
+def raise_first(problems: Sequence[TapPgCdcError]) -> None:
+    """Raise the first of `problems`, if any: how a run acts on a judgement (`--test` lists all)."""
+    if problems:
+        raise problems[0]

@@ -6,115 +6,40 @@ keepalive's WAL end, then reports it to the server. That would confirm positions
 the target never stored, the exact way peer taps lose data. So psycopg2 opens the connection and
 issues START_REPLICATION (so SSL, auth and options behave as everywhere else), and from then on
 this module calls libpq's PQgetCopyData/PQputCopyData on psycopg2's own PGconn. Every standby
-status update that reaches the server is built here, from the LSN the caller gives us.
+status update that reaches the server is sent from here, built (`protocol.status_update`) from the
+LSN the caller gives us.
 """
 
 from __future__ import annotations
 
 import ctypes
 import select
-import struct
-import time
 import typing as t
 from dataclasses import dataclass
 
 import psycopg2
-import psycopg2._psycopg
-import psycopg2.extensions
 import psycopg2.extras
 
-from tap_pgcdc.connector import connection_kwargs
-from tap_pgcdc.errors import ConnectionFailed, TapPgCdcError
-from tap_pgcdc.pg.lsn import format_lsn
+from tap_pgcdc.errors import ReplicationError
+from tap_pgcdc.pg.connect import connect
+from tap_pgcdc.pg.lsn import format_lsn, parse_lsn
+from tap_pgcdc.replication.libpq import libpq
+from tap_pgcdc.replication.protocol import status_update
 
 if t.TYPE_CHECKING:
     from collections.abc import Mapping
-
-# Microseconds between the Unix epoch and the Postgres epoch (2000-01-01 UTC).
-_PG_EPOCH_OFFSET_US = 946_684_800_000_000
-
-_XLOGDATA_HEADER = struct.Struct("!QQq")  # data start, WAL end, send time (after the 'w' byte)
-_KEEPALIVE = struct.Struct("!Qq?")  # WAL end, send time, reply requested (after the 'k' byte)
-_STATUS_UPDATE = struct.Struct("!cQQQq?")  # 'r', write, flush, apply, client time, reply
-
-XLOGDATA = 0x77  # 'w'
-KEEPALIVE = 0x6B  # 'k'
-XLOGDATA_HEADER_SIZE = 1 + _XLOGDATA_HEADER.size
-
-
-class ReplicationError(TapPgCdcError):
-    """The replication stream failed (server error, terminated connection)."""
-
-
-class _LibPq:
-    """The libpq functions we need, resolved from the copy psycopg2 is linked against.
-
-    dlsym on psycopg2's extension module searches its dependencies too, so this finds the very
-    libpq instance that owns psycopg2's PGconn, whatever its file name (psycopg2-binary bundles
-    its own).
-    """
-
-    def __init__(self) -> None:
-        lib = ctypes.CDLL(psycopg2._psycopg.__file__)
-        self.get_copy_data = lib.PQgetCopyData
-        self.get_copy_data.argtypes = [
-            ctypes.c_void_p,
-            ctypes.POINTER(ctypes.c_void_p),
-            ctypes.c_int,
-        ]
-        self.get_copy_data.restype = ctypes.c_int
-        self.put_copy_data = lib.PQputCopyData
-        self.put_copy_data.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int]
-        self.put_copy_data.restype = ctypes.c_int
-        self.flush = lib.PQflush
-        self.flush.argtypes = [ctypes.c_void_p]
-        self.flush.restype = ctypes.c_int
-        self.consume_input = lib.PQconsumeInput
-        self.consume_input.argtypes = [ctypes.c_void_p]
-        self.consume_input.restype = ctypes.c_int
-        self.freemem = lib.PQfreemem
-        self.freemem.argtypes = [ctypes.c_void_p]
-        self.freemem.restype = None
-        self.error_message = lib.PQerrorMessage
-        self.error_message.argtypes = [ctypes.c_void_p]
-        self.error_message.restype = ctypes.c_char_p
-        self.get_result = lib.PQgetResult
-        self.get_result.argtypes = [ctypes.c_void_p]
-        self.get_result.restype = ctypes.c_void_p
-        self.result_error_message = lib.PQresultErrorMessage
-        self.result_error_message.argtypes = [ctypes.c_void_p]
-        self.result_error_message.restype = ctypes.c_char_p
-        self.clear = lib.PQclear
-        self.clear.argtypes = [ctypes.c_void_p]
-        self.clear.restype = None
-
-
-_libpq: _LibPq | None = None
-
-
-def _lib() -> _LibPq:
-    global _libpq
-    if _libpq is None:
-        _libpq = _LibPq()
-    return _libpq
-
-
-def pg_now_us() -> int:
-    """Now, in microseconds since the Postgres epoch (for status updates)."""
-    return time.time_ns() // 1000 - _PG_EPOCH_OFFSET_US
 
 
 def open_replication_connection(
     config: Mapping[str, t.Any],
 ) -> psycopg2.extras.LogicalReplicationConnection:
-    """A replication=database connection with the tap's pinned session settings."""
-    try:
-        return psycopg2.connect(
-            connection_factory=psycopg2.extras.LogicalReplicationConnection,
-            **connection_kwargs(config),
-        )
-    except psycopg2.OperationalError as exc:
-        raise ConnectionFailed.from_error(exc, config) from None
+    """A replication=database connection with the tap's pinned session settings.
+
+    Raises:
+        ConnectionFailed: The server is unreachable or refused the connection.
+    """
+    conn = connect(config, connection_factory=psycopg2.extras.LogicalReplicationConnection)
+    return t.cast("psycopg2.extras.LogicalReplicationConnection", conn)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,10 +79,11 @@ class SnapshotSession:
             raise ReplicationError(msg) from None
         assert row is not None  # the server always answers CREATE_REPLICATION_SLOT with a row
         self.exported = ExportedSnapshot(
-            consistent_point=_parse_lsn_text(row[1]), snapshot_name=row[2], slot_name=slot_name
+            consistent_point=parse_lsn(row[1]), snapshot_name=row[2], slot_name=slot_name
         )
 
     def close(self) -> None:
+        """Close the connection, which drops the temporary slot and ends the snapshot."""
         self._conn.close()
 
     def __enter__(self) -> SnapshotSession:
@@ -165,11 +91,6 @@ class SnapshotSession:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _parse_lsn_text(text: str) -> int:
-    hi, lo = text.split("/")
-    return (int(hi, 16) << 32) | int(lo, 16)
 
 
 class ReplicationStream:
@@ -192,7 +113,7 @@ class ReplicationStream:
     ) -> None:
         self._conn = open_replication_connection(config)
         self._pgconn = ctypes.c_void_p(self._conn.pgconn_ptr)
-        self._lib = _lib()
+        self._lib = libpq()
         self._buf = ctypes.c_void_p()
         options = {"proto_version": str(proto_version), "publication_names": publication_name}
         if messages:
@@ -240,7 +161,7 @@ class ReplicationStream:
         (pg_stat_replication) shows what the tap has confirmed, not what it merely read.
         0 means "nothing to confirm" and the server ignores it.
         """
-        message = _STATUS_UPDATE.pack(b"r", flush_lsn, flush_lsn, flush_lsn, pg_now_us(), reply)
+        message = status_update(flush_lsn, reply=reply)
         if self._lib.put_copy_data(self._pgconn, message, len(message)) != 1:
             self._raise_connection_error()
         if self._lib.flush(self._pgconn) != 0:
@@ -262,6 +183,7 @@ class ReplicationStream:
         raise ReplicationError(f"Replication connection failed: {detail}")
 
     def close(self) -> None:
+        """Close the replication connection (the server ends the stream)."""
         self._conn.close()
 
     def __enter__(self) -> ReplicationStream:
@@ -271,11 +193,24 @@ class ReplicationStream:
         self.close()
 
 
-def parse_xlogdata_header(raw: bytes) -> tuple[int, int, int]:
-    """(data_start, wal_end, send_time) of an XLogData message."""
-    return _XLOGDATA_HEADER.unpack_from(raw, 1)
+# --- transitional (wave 1): remove after the integrator switches callers ---
+from tap_pgcdc.replication.protocol import (  # noqa: E402
+    KEEPALIVE,
+    XLOGDATA,
+    XLOGDATA_HEADER_SIZE,
+    parse_keepalive,
+    pg_now_us,
+)
 
-
-def parse_keepalive(raw: bytes) -> tuple[int, int, bool]:
-    """(wal_end, send_time, reply_requested) of a primary keepalive message."""
-    return _KEEPALIVE.unpack_from(raw, 1)
+__all__ = [
+    "KEEPALIVE",
+    "XLOGDATA",
+    "XLOGDATA_HEADER_SIZE",
+    "ExportedSnapshot",
+    "ReplicationError",
+    "ReplicationStream",
+    "SnapshotSession",
+    "open_replication_connection",
+    "parse_keepalive",
+    "pg_now_us",
+]

@@ -11,26 +11,70 @@ import psycopg2
 import psycopg2.extras
 import pytest
 
-from tap_pgcdc.connector import TableInfo, connect, load_tables
-from tap_pgcdc.errors import ConfigError, PrivilegeError, ServerConfigError, SlotError
+from tap_pgcdc.errors import (
+    ConfigError,
+    PrivilegeError,
+    ServerConfigError,
+    SlotError,
+    raise_first,
+)
+from tap_pgcdc.pg.catalog import TableInfo, load_tables
+from tap_pgcdc.pg.connect import connect
 from tap_pgcdc.pg.quoting import quote_ident
 from tap_pgcdc.replication.decoder import decode
+from tap_pgcdc.replication.identity import fetch_replica_identities, judge_replica_identity
 from tap_pgcdc.replication.messages import Insert, Relation
-from tap_pgcdc.replication.slot import (
-    PublicationInfo,
-    ServerInfo,
-    SlotInfo,
-    check_logical_replication,
-    drop_slot,
-    ensure_publication,
-    ensure_slot,
+from tap_pgcdc.replication.publication import PublicationInfo, judge_publication
+from tap_pgcdc.replication.publication_ops import (
+    apply_publication,
+    fetch_publication,
     get_publication,
+)
+from tap_pgcdc.replication.server import ServerInfo, fetch_server, judge_server
+from tap_pgcdc.replication.slot import (
+    SlotInfo,
+    create_slot,
+    drop_slot,
+    fetch_slot,
     get_slot,
-    replica_identity_problems,
-    server_info,
+    judge_slot,
+    warn_if_unreserved,
 )
 from tests.conftest import TestDb
 from tests.pgserver import PgServer, running_server
+
+# The run's steps, fetch -> judge -> act, as the tests drive them.
+
+
+def check_logical_replication(info: ServerInfo, **need: int) -> None:
+    raise_first(judge_server(info, **need))
+
+
+def ensure_slot(
+    conn: Any, name: str, *, create: bool, failover: bool = False
+) -> tuple[SlotInfo, bool]:
+    facts = fetch_slot(conn, name)
+    raise_first(judge_slot(facts, create=create, failover=failover))
+    created = False
+    if facts.slot is None:
+        facts, created = create_slot(conn, name, failover=failover)
+        raise_first(judge_slot(facts, create=create, failover=failover))
+    assert facts.slot is not None
+    warn_if_unreserved(facts.slot)
+    return facts.slot, created
+
+
+def ensure_publication(
+    conn: Any, name: str, selected: list[TableInfo], *, create: bool
+) -> PublicationInfo:
+    facts = fetch_publication(conn, name, selected)
+    raise_first(judge_publication(facts, create=create))
+    return apply_publication(conn, facts, create=create)
+
+
+def replica_identity_problems(conn: Any, selected: list[TableInfo]) -> list[str]:
+    return judge_replica_identity(fetch_replica_identities(conn, selected))
+
 
 ODD_SCHEMA = "Sales Dept"
 ODD_TABLE = 'My "Odd" Tablé'
@@ -131,7 +175,7 @@ def test_server_info_describes_the_server_and_role(pg: PgServer, db: TestDb, con
     ensure_slot(conn, "info_slot", create=True)
     expected_slots = db.execute("SELECT count(*) FROM pg_replication_slots")[0][0]
     system_identifier = db.execute("SELECT system_identifier::text FROM pg_control_system()")
-    info = server_info(conn)
+    info = fetch_server(conn)
     assert info == ServerInfo(
         version_num=pg.server_version_num(),
         wal_level="logical",
@@ -156,9 +200,9 @@ def test_server_info_counts_wal_senders(
     plain_conn = pg.connect(db.name, user=make_role("plain"))
     rconn, _ = hold_slot(db, "sender_slot", "pub")
     try:
-        assert server_info(conn).senders_in_use == 1
+        assert fetch_server(conn).senders_in_use == 1
         # A role without pg_read_all_stats sees the sender too (without its details).
-        assert server_info(plain_conn).senders_in_use == 1
+        assert fetch_server(plain_conn).senders_in_use == 1
     finally:
         rconn.close()
         plain_conn.close()
@@ -171,7 +215,7 @@ def test_role_without_replication_is_refused_with_the_grant(
     replicator = make_role("replicator", "LOGIN REPLICATION")
     plain_conn = pg.connect(db.name, user=plain)
     try:
-        info = server_info(plain_conn)
+        info = fetch_server(plain_conn)
         # The server refuses the slot too; the tap's message carries the fix.
         with pytest.raises(PrivilegeError) as slot_err:
             ensure_slot(plain_conn, "plain_slot", create=True)
@@ -188,7 +232,7 @@ def test_role_without_replication_is_refused_with_the_grant(
 
     replicator_conn = pg.connect(db.name, user=replicator)
     try:
-        info = server_info(replicator_conn)
+        info = fetch_server(replicator_conn)
     finally:
         replicator_conn.close()
     assert (info.is_superuser, info.can_replicate) == (False, True)
@@ -205,7 +249,7 @@ def test_membership_of_rds_replication_counts_as_replication(
         pg.execute(f"GRANT rds_replication TO {quote_ident(member)}")
         member_conn = pg.connect(db.name, user=member)
         try:
-            assert server_info(member_conn).can_replicate is True
+            assert fetch_server(member_conn).can_replicate is True
         finally:
             member_conn.close()
     finally:

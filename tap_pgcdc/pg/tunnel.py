@@ -1,16 +1,17 @@
 """An SSH tunnel through a bastion host, for the SQL and the replication connection alike.
 
-With `ssh_tunnel.enable`, the first connection the tap opens starts one tunnel for the process:
-an SSH session to `ssh_tunnel.host` (public-key login with `ssh_tunnel.private_key`), and a
-listener on 127.0.0.1 whose every accepted connection is forwarded through the session
-(`direct-tcpip`) to `host`:`port` as the bastion sees them. `connection_kwargs` then connects
-libpq to the listener with `hostaddr`, keeping `host` as the name to verify the server's
-certificate against (sslmode verify-full works through the tunnel). The tunnel closes when the
-process exits.
+With `ssh_tunnel.enable`, `start_tunnel` (called by every function that opens a connection,
+before it builds the connection's arguments) starts one tunnel for the process: an SSH session
+to `ssh_tunnel.host` (public-key login with `ssh_tunnel.private_key`), and a listener on
+127.0.0.1 whose every accepted connection is forwarded through the session (`direct-tcpip`) to
+`host`:`port` as the bastion sees them. libpq then connects to the listener with `hostaddr`,
+keeping `host` as the name to verify the server's certificate against (sslmode verify-full works
+through the tunnel). The tunnel closes when the process exits.
 
 Settings follow Meltano's tap-postgres (`ssh_tunnel.enable/host/port/username/private_key/
 private_key_password`); `ssh_tunnel.host_public_key` is ours: it pins the bastion's host key.
-Nothing here logs or reports a key or a passphrase.
+Nothing here logs or reports a key or a passphrase. This is the only module that imports
+paramiko; `tap_pgcdc.pg.connect` imports it only when a tunnel is enabled.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class TunnelSettings:
 
     @property
     def where(self) -> str:
+        """`username@host:port` of the bastion, for messages."""
         return f"{self.username}@{self.host}:{self.port}"
 
 
@@ -129,6 +131,7 @@ def load_private_key(text: str, password: str | None) -> paramiko.PKey:
 
 
 def fingerprint(key: paramiko.PKey) -> str:
+    """The key's SHA256 fingerprint as OpenSSH prints it (`SHA256:...`)."""
     digest = hashlib.sha256(key.asbytes()).digest()
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
@@ -143,6 +146,11 @@ class SshTunnel:
         self._listener: socket.socket | None = None
         self._closed = threading.Event()
         self.local_port = 0
+
+    @property
+    def is_active(self) -> bool:
+        """Whether the SSH session is up (started and not ended, by us or by the bastion)."""
+        return self._transport is not None and self._transport.is_active()
 
     def start(self) -> None:
         """Log in to the bastion, check it can reach the database, then listen on loopback.
@@ -278,6 +286,7 @@ class SshTunnel:
             client.close()
 
     def close(self) -> None:
+        """Stop listening and end the SSH session."""
         self._closed.set()
         if self._listener is not None:
             self._listener.close()
@@ -305,10 +314,18 @@ _lock = threading.Lock()
 _tunnels: dict[tuple[t.Any, ...], SshTunnel] = {}
 
 
-def local_endpoint(config: Mapping[str, t.Any]) -> tuple[str, int] | None:
-    """Where libpq should connect to reach the database: the tunnel's listener, or None.
+def start_tunnel(config: Mapping[str, t.Any]) -> tuple[str, int] | None:
+    """Start the tunnel `config` asks for, unless it runs already; where libpq should connect.
 
-    Starts the tunnel on first use; every later connection of the process reuses it.
+    Idempotent: the first call of the process starts the tunnel, every later one reuses it (and
+    starts a new one if the bastion ended the session).
+
+    Returns:
+        The tunnel's listener (`127.0.0.1`, port), or None when `ssh_tunnel.enable` is not true.
+
+    Raises:
+        ConfigError: A required `ssh_tunnel` setting is missing, or the key cannot be read.
+        ConnectionFailed: The tunnel cannot be opened (see `SshTunnel.start`).
     """
     settings = tunnel_settings(config)
     if settings is None:
@@ -317,7 +334,7 @@ def local_endpoint(config: Mapping[str, t.Any]) -> tuple[str, int] | None:
     key = (settings.host, settings.port, settings.username, *remote)
     with _lock:
         tunnel = _tunnels.get(key)
-        if tunnel is None or tunnel._transport is None or not tunnel._transport.is_active():
+        if tunnel is None or not tunnel.is_active:
             tunnel = SshTunnel(settings, *remote)
             tunnel.start()
             _tunnels[key] = tunnel
