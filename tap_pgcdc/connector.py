@@ -15,6 +15,7 @@ from singer_sdk.singerlib import CatalogEntry, MetadataMapping, Schema
 from singer_sdk.sql import SQLConnector
 
 from tap_pgcdc import typemap
+from tap_pgcdc.output.fields import SDC_COLUMNS_SCHEMA
 from tap_pgcdc.pg.catalog import (
     PUBLISH_PARTITION_ROOT_SINCE,
     RELKIND_PARTITIONED,
@@ -27,14 +28,6 @@ from tap_pgcdc.pg.connect import connect as pg_connect
 
 if t.TYPE_CHECKING:
     from collections.abc import Sequence
-
-# Metadata columns added to every table stream.
-SDC_LSN = "_sdc_lsn"
-SDC_DELETED_AT = "_sdc_deleted_at"
-SDC_COLUMNS_SCHEMA: dict[str, dict[str, t.Any]] = {
-    SDC_LSN: {"type": ["integer", "null"]},
-    SDC_DELETED_AT: {"type": ["string", "null"], "format": "date-time"},
-}
 
 
 def column_schema(col: ColumnInfo, *, use_singer_decimal: bool) -> dict[str, t.Any]:
@@ -170,23 +163,3 @@ class PgCdcConnector(SQLConnector):
             )
             for table in self.load_tables()
         ]
-
-
-# --- transitional (wave 1): remove after the integrator switches callers ---
-from tap_pgcdc.pg.catalog import load_tables, resolve_types  # noqa: E402
-from tap_pgcdc.pg.connect import connect  # noqa: E402
-
-__all__ = [
-    "SDC_COLUMNS_SCHEMA",
-    "SDC_DELETED_AT",
-    "SDC_LSN",
-    "ColumnInfo",
-    "PgCdcConnector",
-    "TableInfo",
-    "catalog_entry",
-    "column_schema",
-    "connect",
-    "load_tables",
-    "resolve_types",
-    "table_schema",
-]

@@ -15,12 +15,17 @@ from dataclasses import dataclass, field
 
 import psycopg2
 
-from tap_pgcdc import connector as pgconn
 from tap_pgcdc import recovery, run
 from tap_pgcdc.errors import TapPgCdcError
+from tap_pgcdc.pg.catalog import load_tables
+from tap_pgcdc.pg.connect import connect
 from tap_pgcdc.pg.lsn import format_lsn
 from tap_pgcdc.pg.quoting import quote_ident
+from tap_pgcdc.replication import server
 from tap_pgcdc.replication import slot as slots
+from tap_pgcdc.replication.identity import fetch_replica_identities, judge_replica_identity
+from tap_pgcdc.replication.publication import judge_publication
+from tap_pgcdc.replication.publication_ops import fetch_publication
 from tap_pgcdc.replication.transport import open_replication_connection
 from tap_pgcdc.state import check_identity
 
@@ -57,7 +62,7 @@ def check(
     """
     report = Report()
     try:
-        conn = pgconn.connect(config)
+        conn = connect(config)
     except TapPgCdcError as exc:
         report.problems.append(str(exc))
         return report
@@ -78,7 +83,7 @@ def _check(
     conn: psycopg2.extensions.connection,
     report: Report,
 ) -> None:
-    info = slots.server_info(conn)
+    info = server.fetch_server(conn)
     report.notes.append(
         f"PostgreSQL {info.version_num // 10000}.{info.version_num % 10000}, wal_level "
         f"{info.wal_level}, role {info.current_user!r}, database {info.database!r}."
@@ -107,7 +112,8 @@ def _check(
         return
 
     slot_name = settings.slot_name
-    existing = slots.get_slot(conn, slot_name)
+    facts = slots.fetch_slot(conn, slot_name)
+    existing = facts.slot
     lost: tuple[str, ...] = ()
     try:
         check_identity(identity, slot_name=slot_name, system_identifier=info.system_identifier)
@@ -124,26 +130,27 @@ def _check(
     except TapPgCdcError as exc:
         report.problems.append(str(exc))
     pending = bool(lost) or any(s.needs_snapshot for s in log_streams)
-    server = slots.server_problems(info, need_slots=(0 if existing else 1) + (1 if pending else 0))
-    report.problems.extend(str(problem) for problem in server)
-    if not server:  # else the server would refuse the connection for a reason already listed
+    refused = server.judge_server(info, need_slots=(0 if existing else 1) + (1 if pending else 0))
+    report.problems.extend(str(problem) for problem in refused)
+    if not refused:  # else the server would refuse the connection for a reason already listed
         _check_replication_connection(config, report)
 
     tables = [s.table for s in log_streams]
     report.problems.extend(
         f"{problem} (Alternatively set replication-method FULL_TABLE for the stream.)"
-        for problem in slots.replica_identity_problems(conn, tables)
+        for problem in judge_replica_identity(fetch_replica_identities(conn, tables))
     )
+    publication = fetch_publication(conn, settings.publication_name, tables, rights=True)
     report.problems.extend(
-        slots.publication_problems(
-            conn, settings.publication_name, tables, create=settings.create_publication
-        )
+        str(problem)
+        for problem in judge_publication(publication, create=settings.create_publication)
     )
     if existing is None or slots.invalidation(existing) is None:
         # An invalidated slot was judged by plan_slot_recovery above.
         report.problems.extend(
-            slots.slot_problems(
-                conn, slot_name, create=settings.create_slot, failover=settings.slot_failover
+            str(problem)
+            for problem in slots.judge_slot(
+                facts, create=settings.create_slot, failover=settings.slot_failover
             )
         )
     _note_slot(conn, slot_name, existing, report)
@@ -156,7 +163,7 @@ def _bind_tables(
     report: Report,
 ) -> list[PgCdcStream]:
     """Bind each stream to its table; one problem per table that is missing or unreadable."""
-    tables = {table.stream_name: table for table in pgconn.load_tables(conn)}
+    tables = {table.stream_name: table for table in load_tables(conn)}
     bound = []
     for stream in streams:
         table = tables.get(stream.name)

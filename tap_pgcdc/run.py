@@ -24,15 +24,27 @@ import psycopg2
 import psycopg2.errors
 from singer_sdk.exceptions import AbortedSyncFailedException, AbortedSyncPausedException
 
-from tap_pgcdc import connector as pgconn
 from tap_pgcdc import recovery
-from tap_pgcdc.errors import ConfigError, ConnectionLost, PrivilegeError, SlotError
+from tap_pgcdc.errors import (
+    ConfigError,
+    ConnectionLost,
+    PrivilegeError,
+    ReplicationError,
+    TapPgCdcError,
+    raise_first,
+)
 from tap_pgcdc.output.changes import log_reader
 from tap_pgcdc.pg import wal
+from tap_pgcdc.pg.catalog import load_tables
+from tap_pgcdc.pg.connect import connect
 from tap_pgcdc.pg.lsn import format_lsn
+from tap_pgcdc.replication import server
 from tap_pgcdc.replication import slot as slots
+from tap_pgcdc.replication.identity import fetch_replica_identities, judge_replica_identity
+from tap_pgcdc.replication.publication import judge_publication
+from tap_pgcdc.replication.publication_ops import apply_publication, fetch_publication
 from tap_pgcdc.replication.reader import ReaderSettings
-from tap_pgcdc.replication.transport import ReplicationError, ReplicationStream, SnapshotSession
+from tap_pgcdc.replication.transport import ReplicationStream, SnapshotSession
 from tap_pgcdc.snapshot.session import snapshot_connection
 from tap_pgcdc.state import RESNAPSHOT_KEY, STATE_KEY, check_identity, identity_record
 
@@ -41,14 +53,14 @@ if t.TYPE_CHECKING:
 
     import psycopg2.extensions
 
-    from tap_pgcdc.connector import TableInfo
+    from tap_pgcdc.pg.catalog import TableInfo
     from tap_pgcdc.settings import Settings
     from tap_pgcdc.streams import PgCdcStream
 
 
 def bind_tables(control: psycopg2.extensions.connection, streams: Sequence[PgCdcStream]) -> None:
     """Attach each stream to its live table; a stream whose table is gone is an error."""
-    tables = {tbl.stream_name: tbl for tbl in pgconn.load_tables(control)}
+    tables = {tbl.stream_name: tbl for tbl in load_tables(control)}
     for stream in streams:
         table = tables.get(stream.name)
         if table is None:
@@ -127,7 +139,7 @@ class Run:
     def execute(self, streams: Sequence[PgCdcStream]) -> None:
         """Snapshot what needs it, then read the slot once for every LOG_BASED stream."""
         self.activity = "connecting"
-        control = pgconn.connect(self.config)
+        control = connect(self.config)
         control.autocommit = True
         try:
             self._run(control, streams)
@@ -151,7 +163,7 @@ class Run:
         bind_tables(control, streams)
         log_streams = [s for s in streams if s.is_log_based]
         full_streams = [s for s in streams if not s.is_log_based]
-        info = slots.server_info(control)
+        info = server.fetch_server(control)
         check_identity(
             self.identity, slot_name=settings.slot_name, system_identifier=info.system_identifier
         )
@@ -166,18 +178,11 @@ class Run:
         slot_name = settings.slot_name
         confirm_lsn = 0
         if log_streams:
-            existing = slots.get_slot(control, slot_name)
+            facts = slots.fetch_slot(control, slot_name)
+            existing = facts.slot
             # The slot is judged before anything changes: a run that stops here leaves no trace.
             if existing is not None:  # not another tool's, database's or session's
-                _refuse(
-                    slots.slot_problems(
-                        control,
-                        slot_name,
-                        create=settings.create_slot,
-                        failover=settings.slot_failover,
-                        allow_invalidated=True,
-                    )
-                )
+                raise_first(self._judge_slot(facts, allow_invalidated=True))
             plan = recovery.plan_slot_recovery(
                 slot_facts(slot_name, existing),
                 log_positions(log_streams),
@@ -186,38 +191,25 @@ class Run:
             if plan.needed:
                 self._mark_for_resnapshot(plan, log_streams, slot_missing=existing is None)
             if existing is None:  # and create_slot is false
-                _refuse(
-                    slots.slot_problems(
-                        control,
-                        slot_name,
-                        create=settings.create_slot,
-                        failover=settings.slot_failover,
-                    )
-                )
+                raise_first(self._judge_slot(facts))
             pending = [s for s in log_streams if s.needs_snapshot]
             # Our own slot needs a free place only if it does not exist yet; a snapshot needs one
             # more (its temporary slot). One WAL sender suffices: the snapshot's replication
             # connection is closed before the log is read.
-            slots.check_logical_replication(
-                info, need_slots=(0 if existing else 1) + (1 if pending else 0)
+            raise_first(
+                server.judge_server(info, need_slots=(0 if existing else 1) + (1 if pending else 0))
             )
-            self._check_replica_identity(control, [s.table for s in log_streams])
+            tables = [s.table for s in log_streams]
+            self._check_replica_identity(control, tables)
             # Publication before slot: a change is published only if its table was in the
             # publication when the change was decoded.
-            slots.ensure_publication(
-                control,
-                settings.publication_name,
-                [s.table for s in log_streams],
-                create=settings.create_publication,
-            )
+            publication = fetch_publication(control, settings.publication_name, tables)
+            raise_first(judge_publication(publication, create=settings.create_publication))
+            apply_publication(control, publication, create=settings.create_publication)
             if plan.drop_slot:
                 slots.drop_slot(control, slot_name)
                 self.logger.warning("Dropped invalidated replication slot %s.", slot_name)
-            slot_info, created = slots.ensure_slot(
-                control, slot_name, create=settings.create_slot, failover=settings.slot_failover
-            )
-            if created:
-                self.logger.info("Created replication slot %s (pgoutput).", slot_name)
+            slot_info = self._open_slot(control)
             confirm_lsn = recovery.confirmable_position(
                 slot_info.name, slot_info.confirmed_flush_lsn, log_positions(log_streams)
             )
@@ -229,6 +221,35 @@ class Run:
 
         if log_streams:
             self._read_log(log_streams, confirm_lsn)
+
+    def _judge_slot(
+        self, facts: slots.SlotFacts, *, allow_invalidated: bool = False
+    ) -> list[TapPgCdcError]:
+        return slots.judge_slot(
+            facts,
+            create=self.settings.create_slot,
+            failover=self.settings.slot_failover,
+            allow_invalidated=allow_invalidated,
+        )
+
+    def _open_slot(self, control: psycopg2.extensions.connection) -> slots.SlotInfo:
+        """The tap's slot, created if it is missing (and allowed), judged usable.
+
+        Creating a slot waits until every transaction running at that moment has ended, so a
+        long-open transaction delays it. A slot another run created meanwhile is judged too.
+        """
+        facts = slots.fetch_slot(control, self.settings.slot_name)
+        raise_first(self._judge_slot(facts))
+        if facts.slot is None:
+            facts, created = slots.create_slot(
+                control, self.settings.slot_name, failover=self.settings.slot_failover
+            )
+            raise_first(self._judge_slot(facts))
+            if created:
+                self.logger.info("Created replication slot %s (pgoutput).", facts.name)
+        assert facts.slot is not None  # judged: it exists, or was just created
+        slots.warn_if_unreserved(facts.slot)
+        return facts.slot
 
     def _mark_for_resnapshot(
         self, plan: recovery.SlotRecovery, log_streams: Sequence[PgCdcStream], *, slot_missing: bool
@@ -248,7 +269,7 @@ class Run:
     def _check_replica_identity(
         self, control: psycopg2.extensions.connection, tables: list[TableInfo]
     ) -> None:
-        problems = slots.replica_identity_problems(control, tables)
+        problems = judge_replica_identity(fetch_replica_identities(control, tables))
         if problems:
             msg = (
                 "Some LOG_BASED tables have no usable replica identity, so their UPDATEs and "
@@ -302,7 +323,7 @@ class Run:
             max_run_seconds=settings.max_run_seconds,
             state_interval_seconds=settings.state_interval_seconds,
         )
-        lookup_conn = pgconn.connect(self.config)
+        lookup_conn = connect(self.config)
         lookup_conn.autocommit = True
         try:
             stop_lsn = wal.current_flush_lsn(lookup_conn)
@@ -341,11 +362,6 @@ class Run:
             self.logger.info("Log read complete: %s", summary)
         finally:
             lookup_conn.close()
-
-
-def _refuse(problems: list[str]) -> None:
-    if problems:
-        raise SlotError(problems[0])
 
 
 def _connection_lost(exc: psycopg2.Error) -> bool:

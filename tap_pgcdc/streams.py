@@ -23,17 +23,12 @@ from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.sql import SQLStream
 
 from tap_pgcdc import sdk, typemap
-from tap_pgcdc.connector import (
-    SDC_DELETED_AT,
-    SDC_LSN,
-    ColumnInfo,
-    PgCdcConnector,
-    TableInfo,
-    table_schema,
-)
+from tap_pgcdc.connector import PgCdcConnector, table_schema
 from tap_pgcdc.errors import ConfigError
 from tap_pgcdc.output import records
+from tap_pgcdc.output.fields import SDC_DELETED_AT, SDC_LSN
 from tap_pgcdc.pg.casters import raw_text_casters
+from tap_pgcdc.pg.catalog import ColumnInfo, TableInfo
 from tap_pgcdc.pg.lsn import format_lsn, parse_lsn
 from tap_pgcdc.pg.quoting import quote_ident
 from tap_pgcdc.snapshot.chunks import JsonSnapshot

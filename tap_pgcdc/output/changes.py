@@ -17,11 +17,11 @@ import time
 import typing as t
 from dataclasses import dataclass
 
-from tap_pgcdc import connector as pgconn
-from tap_pgcdc.connector import SDC_DELETED_AT, SDC_LSN, ColumnInfo
+from tap_pgcdc.output.fields import SDC_DELETED_AT, SDC_LSN
 from tap_pgcdc.output.records import record_lines
 from tap_pgcdc.output.relations import RelationPlan
 from tap_pgcdc.pg.casters import raw_text_casters
+from tap_pgcdc.pg.catalog import ColumnInfo, resolve_types
 from tap_pgcdc.pg.quoting import pct, quote_ident
 from tap_pgcdc.pg.wal import current_wal_lsn
 from tap_pgcdc.replication.reader import ReadLoop
@@ -123,7 +123,7 @@ class StreamSink:
             for col in message.columns
             if col.name not in existing or existing[col.name].type.oid != col.type_oid
         ]
-        types = pgconn.resolve_types(self.lookup_conn, unknown_types) if unknown_types else {}
+        types = resolve_types(self.lookup_conn, unknown_types) if unknown_types else {}
         changed = False
         for col in message.columns:
             known = existing.get(col.name)

@@ -28,7 +28,7 @@ from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.streams.core import Stream
 
 from tap_pgcdc import sdk
-from tap_pgcdc.connector import SDC_DELETED_AT, SDC_LSN
+from tap_pgcdc.output.fields import SDC_DELETED_AT, SDC_LSN
 from tap_pgcdc.output.jsontext import json_string, serialize
 from tap_pgcdc.output.tuples import TupleRenderer, tuple_renderer
 from tap_pgcdc.output.writer import PgCdcWriter

@@ -30,7 +30,6 @@ from tap_pgcdc.errors import (
     ServerConfigError,
     SlotError,
     TapPgCdcError,
-    raise_first,
 )
 from tap_pgcdc.pg.connect import transaction
 from tap_pgcdc.pg.lsn import parse_lsn
@@ -452,47 +451,3 @@ def drop_slot(conn: Connection, name: str, *, timeout: float = 5.0) -> None:
         else:
             logger.info("Dropped replication slot %s", name)
             return
-
-
-# --- transitional (wave 1): remove after the integrator switches callers ---
-# Names this module held before server, publication and identity had modules; the old twins.
-from tap_pgcdc.replication import legacy, server  # noqa: E402
-from tap_pgcdc.replication.publication import PublicationInfo as PublicationInfo  # noqa: E402
-from tap_pgcdc.replication.publication_ops import get_publication as get_publication  # noqa: E402
-from tap_pgcdc.replication.server import ServerInfo as ServerInfo  # noqa: E402
-
-check_logical_replication = legacy.check_logical_replication
-ensure_publication = legacy.ensure_publication
-publication_problems = legacy.publication_problems
-replica_identity_problems = legacy.replica_identity_problems
-server_info = server.fetch_server
-server_problems = server.judge_server
-
-
-def ensure_slot(
-    conn: Connection, name: str, *, create: bool, failover: bool = False
-) -> tuple[SlotInfo, bool]:
-    """Transitional: fetch_slot -> judge_slot -> create_slot (judged again) -> warn_if_unreserved."""
-    facts = fetch_slot(conn, name)
-    raise_first(judge_slot(facts, create=create, failover=failover))
-    created = False
-    if facts.slot is None:
-        facts, created = create_slot(conn, name, failover=failover)
-        raise_first(judge_slot(facts, create=create, failover=failover))
-    assert facts.slot is not None  # judged: it exists, or was just created
-    warn_if_unreserved(facts.slot)
-    return facts.slot, created
-
-
-def slot_problems(
-    conn: Connection,
-    name: str,
-    *,
-    create: bool,
-    failover: bool = False,
-    allow_invalidated: bool = False,
-) -> list[str]:
-    """Transitional: `judge_slot(fetch_slot(conn, name), ...)` as strings."""
-    facts = fetch_slot(conn, name)
-    found = judge_slot(facts, create=create, failover=failover, allow_invalidated=allow_invalidated)
-    return [str(problem) for problem in found]

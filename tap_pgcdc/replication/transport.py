@@ -193,24 +193,9 @@ class ReplicationStream:
         self.close()
 
 
-# --- transitional (wave 1): remove after the integrator switches callers ---
-from tap_pgcdc.replication.protocol import (  # noqa: E402
-    KEEPALIVE,
-    XLOGDATA,
-    XLOGDATA_HEADER_SIZE,
-    parse_keepalive,
-    pg_now_us,
-)
-
 __all__ = [
-    "KEEPALIVE",
-    "XLOGDATA",
-    "XLOGDATA_HEADER_SIZE",
     "ExportedSnapshot",
-    "ReplicationError",
     "ReplicationStream",
     "SnapshotSession",
     "open_replication_connection",
-    "parse_keepalive",
-    "pg_now_us",
 ]

@@ -17,7 +17,7 @@ import threading
 import typing as t
 from dataclasses import dataclass
 
-from tap_pgcdc.connector import SDC_DELETED_AT, SDC_LSN
+from tap_pgcdc.output.fields import SDC_DELETED_AT, SDC_LSN
 from tap_pgcdc.output.jsontext import ascii_json, json_string
 from tap_pgcdc.snapshot.query import ChunkQuery, Row, all_chunks, key_chunks
 from tap_pgcdc.snapshot.render import MARKER_START, column_sql, record_sql, resolve_markers
@@ -29,7 +29,7 @@ if t.TYPE_CHECKING:
     from singer_sdk.metrics import Counter
 
     from tap_pgcdc import typemap
-    from tap_pgcdc.connector import ColumnInfo, TableInfo
+    from tap_pgcdc.pg.catalog import ColumnInfo, TableInfo
 
 
 class Lines(t.Protocol):

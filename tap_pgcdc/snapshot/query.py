@@ -18,7 +18,7 @@ if t.TYPE_CHECKING:
 
     import psycopg2.extensions
 
-    from tap_pgcdc.connector import TableInfo
+    from tap_pgcdc.pg.catalog import TableInfo
 
 Row: t.TypeAlias = "tuple[t.Any, ...]"
 """A fetched row: the output columns' values (text under raw-text casters), then the key's text."""

@@ -23,7 +23,7 @@ from tap_pgcdc.pg.quoting import quote_ident, quote_literal
 if t.TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from tap_pgcdc.connector import ColumnInfo
+    from tap_pgcdc.pg.catalog import ColumnInfo
 
 _OID = {pg_type.name: oid for oid, pg_type in typemap.BUILTIN_TYPES.items()}
 _INTEGERS = frozenset(_OID[name] for name in ("int2", "int4", "int8", "oid"))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import typing as t
 
-from tap_pgcdc import connector as pgconn
+from tap_pgcdc.pg.connect import connect
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -31,7 +31,7 @@ def snapshot_connection(
         snapshot_name: An exported snapshot to read in (from CREATE_REPLICATION_SLOT ...
             EXPORT_SNAPSHOT); None for a snapshot of the transaction's own.
     """
-    conn = pgconn.connect(config)
+    conn = connect(config)
     try:
         conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
         if snapshot_name is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tap_pgcdc.connector import ColumnInfo, TableInfo
+from tap_pgcdc.pg.catalog import ColumnInfo, TableInfo
 from tap_pgcdc.snapshot.query import ChunkQuery, all_chunks, key_chunks
 from tap_pgcdc.typemap import BUILTIN_TYPES
 
