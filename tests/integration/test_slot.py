@@ -41,6 +41,7 @@ from tap_pgcdc.replication.slot import (
     warn_if_unreserved,
 )
 from tests.conftest import TestDb
+from tests.facts import server_info
 from tests.pgserver import PgServer, running_server
 
 # The run's steps, fetch -> judge -> act, as the tests drive them.
@@ -150,24 +151,6 @@ def with_options(pg: PgServer) -> str:
 PARTITIONS_NEED_13 = "publications take partitioned tables from PostgreSQL 13"
 
 
-def make_info(**changes: Any) -> ServerInfo:
-    values: dict[str, Any] = {
-        "version_num": 150018,
-        "wal_level": "logical",
-        "max_replication_slots": 10,
-        "max_wal_senders": 10,
-        "slots_in_use": 2,
-        "senders_in_use": 1,
-        "is_superuser": False,
-        "can_replicate": True,
-        "current_user": "tap",
-        "database": "app",
-        "system_identifier": "7310000000000000000",
-    }
-    values.update(changes)
-    return ServerInfo(**values)
-
-
 # --- server_info / check_logical_replication ----------------------------------------------------
 
 
@@ -258,7 +241,7 @@ def test_membership_of_rds_replication_counts_as_replication(
 
 def test_wal_level_below_logical_names_the_setting_everywhere() -> None:
     with pytest.raises(ServerConfigError) as err:
-        check_logical_replication(make_info(wal_level="replica"))
+        check_logical_replication(server_info(wal_level="replica"))
     assert str(err.value) == (
         "wal_level is 'replica' on this server, but logical replication needs 'logical'. Fix: "
         "run ALTER SYSTEM SET wal_level = logical; as a superuser and restart PostgreSQL. On "
@@ -271,7 +254,7 @@ def test_wal_level_below_logical_names_the_setting_everywhere() -> None:
 
 def test_privilege_message_quotes_the_role() -> None:
     with pytest.raises(PrivilegeError) as err:
-        check_logical_replication(make_info(can_replicate=False, current_user="Tap User"))
+        check_logical_replication(server_info(can_replicate=False, current_user="Tap User"))
     assert str(err.value) == (
         "Role 'Tap User' may not use replication: it is not a superuser and has no REPLICATION "
         'attribute. Fix: as a superuser run ALTER ROLE "Tap User" REPLICATION; (AWS '
@@ -282,23 +265,25 @@ def test_privilege_message_quotes_the_role() -> None:
 
 def test_no_free_slot_or_sender_says_which_limit() -> None:
     with pytest.raises(ServerConfigError) as err:
-        check_logical_replication(make_info(max_replication_slots=3, slots_in_use=2), need_slots=2)
+        check_logical_replication(
+            server_info(max_replication_slots=3, slots_in_use=2), need_slots=2
+        )
     assert "max_replication_slots = 3 and 2 slots exist, but this run needs 2 more" in str(
         err.value
     )
     assert "ALTER SYSTEM SET max_replication_slots = 4;" in str(err.value)
     assert "pg_drop_replication_slot('name')" in str(err.value)
-    check_logical_replication(make_info(max_replication_slots=2, slots_in_use=2), need_slots=0)
+    check_logical_replication(server_info(max_replication_slots=2, slots_in_use=2), need_slots=0)
 
     with pytest.raises(ServerConfigError) as err:
-        check_logical_replication(make_info(max_wal_senders=4, senders_in_use=4))
+        check_logical_replication(server_info(max_wal_senders=4, senders_in_use=4))
     assert "max_wal_senders = 4 and 4 replication connections are open" in str(err.value)
     assert "ALTER SYSTEM SET max_wal_senders = 5;" in str(err.value)
 
 
 def test_old_server_is_refused() -> None:
     with pytest.raises(ServerConfigError, match=r"PostgreSQL 11\.22 is not supported"):
-        check_logical_replication(make_info(version_num=110022))
+        check_logical_replication(server_info(version_num=110022))
 
 
 # --- the slot -----------------------------------------------------------------------------------

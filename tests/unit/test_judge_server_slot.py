@@ -16,8 +16,9 @@ from tap_pgcdc.errors import (
     TapPgCdcError,
 )
 from tap_pgcdc.replication.identity import ReplicaIdentity, judge_replica_identity
-from tap_pgcdc.replication.server import ServerInfo, judge_server
+from tap_pgcdc.replication.server import judge_server
 from tap_pgcdc.replication.slot import SlotFacts, SlotInfo, invalidation, judge_slot
+from tests.facts import server_info
 
 
 def problems(found: list[TapPgCdcError]) -> list[tuple[type[TapPgCdcError], str]]:
@@ -27,31 +28,13 @@ def problems(found: list[TapPgCdcError]) -> list[tuple[type[TapPgCdcError], str]
 # --- the server ---------------------------------------------------------------------------------
 
 
-def server(**changes: Any) -> ServerInfo:
-    values: dict[str, Any] = {
-        "version_num": 150018,
-        "wal_level": "logical",
-        "max_replication_slots": 10,
-        "max_wal_senders": 10,
-        "slots_in_use": 2,
-        "senders_in_use": 1,
-        "is_superuser": False,
-        "can_replicate": True,
-        "current_user": "tap",
-        "database": "app",
-        "system_identifier": "7310000000000000000",
-    }
-    values.update(changes)
-    return ServerInfo(**values)
-
-
 def test_a_server_ready_for_logical_replication_has_no_problem() -> None:
-    assert judge_server(server()) == []
-    assert judge_server(server(max_replication_slots=2, slots_in_use=2), need_slots=0) == []
+    assert judge_server(server_info()) == []
+    assert judge_server(server_info(max_replication_slots=2, slots_in_use=2), need_slots=0) == []
 
 
 def test_every_server_problem_is_listed_in_the_order_a_user_fixes_them() -> None:
-    info = server(
+    info = server_info(
         version_num=110022,
         wal_level="replica",
         can_replicate=False,
