@@ -18,10 +18,11 @@ import simplejson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tap_pgcdc import connector as pgconn
 from tap_pgcdc import typemap
 from tap_pgcdc.output.jsontext import ascii_json, serialize
 from tap_pgcdc.pg.casters import raw_text_casters
+from tap_pgcdc.pg.catalog import load_tables
+from tap_pgcdc.pg.connect import connect
 from tap_pgcdc.snapshot.render import column_sql, resolve_markers
 from tests.tap_runner import TapRun, discover, run_tap, select_streams
 from tests.type_cases import create_types_table, insert_types_row
@@ -388,10 +389,10 @@ def test_sql_rendering_is_the_writers_json_of_the_value(db, sql_type: str, value
         " CREATE DOMAIN amount AS numeric(20, 8);"
         f" CREATE TABLE v (x {sql_type})"
     )
-    conn = pgconn.connect(db.config())
+    conn = connect(db.config())
     conn.autocommit = True
     try:
-        (table,) = [t for t in pgconn.load_tables(conn) if t.name == "v"]
+        (table,) = [t for t in load_tables(conn) if t.name == "v"]
         (column,) = table.columns
         convert = typemap.converter(column.type)
         raw_text_casters(conn, [column.type.oid])
