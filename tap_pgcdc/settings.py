@@ -23,6 +23,7 @@ DEFAULT_PUBLICATION_NAME = "tap_pgcdc"
 DEFAULT_CONNECT_TIMEOUT = 15
 DEFAULT_CHUNK_SIZE = 10_000
 DEFAULT_STATE_INTERVAL_SECONDS = 5.0
+DEFAULT_SLOT_WAIT_SECONDS = 60.0
 ON_SLOT_LOST = ("fail", "resnapshot")
 
 CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
@@ -166,6 +167,13 @@ CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
         description="Rows per snapshot chunk; a snapshot resumes after the last chunk emitted.",
     ),
     th.Property(
+        "slot_wait_seconds",
+        th.NumberType,
+        default=DEFAULT_SLOT_WAIT_SECONDS,
+        minimum=0,
+        description="How long creating a replication slot (the tap's own, or a snapshot's temporary one) waits for prepared (two-phase) transactions to be committed or rolled back before stopping with an error that names them. Slot creation waits for every transaction open when it starts; a prepared one stays open until COMMIT PREPARED or ROLLBACK PREPARED.",
+    ),
+    th.Property(
         "state_interval_seconds",
         th.NumberType,
         default=5,
@@ -188,6 +196,7 @@ class Settings:
     max_run_seconds: int | None = None
     snapshot_chunk_size: int = DEFAULT_CHUNK_SIZE
     state_interval_seconds: float = DEFAULT_STATE_INTERVAL_SECONDS
+    slot_wait_seconds: float = DEFAULT_SLOT_WAIT_SECONDS
     user: str = ""
 
     @classmethod
@@ -210,5 +219,6 @@ class Settings:
             state_interval_seconds=float(
                 given("state_interval_seconds", DEFAULT_STATE_INTERVAL_SECONDS)
             ),
+            slot_wait_seconds=float(given("slot_wait_seconds", DEFAULT_SLOT_WAIT_SECONDS)),
             user=str(given("user", "")),
         )
