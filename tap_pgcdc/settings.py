@@ -151,7 +151,7 @@ CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
         th.StringType,
         default=ON_SLOT_LOST[0],
         allowed_values=list(ON_SLOT_LOST),
-        description="What to do when changes were lost: the slot was dropped or invalidated (wal_status = lost), or the state is older than the slot's confirmed position. `fail` (default) stops with an error naming the recovery. `resnapshot` recreates the slot if needed and snapshots the affected streams again, after an ACTIVATE_VERSION so that targets which support it drop rows deleted in the meantime.",
+        description="What to do when changes were lost or never published: the slot was dropped or invalidated (wal_status = lost), the state is older than the slot's confirmed position, the publication was dropped or re-created, or a table was out of the publication for a while (its stream deselected or filtered out for a run). `fail` (default) stops with an error naming the recovery. `resnapshot` recreates the slot if needed and snapshots the affected streams again, after an ACTIVATE_VERSION so that targets which support it drop rows deleted in the meantime.",
     ),
     th.Property(
         "max_run_seconds",
