@@ -168,6 +168,11 @@ def test_a_table_that_stayed_published_keeps_its_bookmark(db: TestDb) -> None:
 
 def test_publication_recreated_under_a_state_that_did_not_record_it(db: TestDb) -> None:
     """A state from before the tap recorded the publication: the read itself names the fix."""
+    if db.server.server_version_num() >= 180000:
+        pytest.skip(
+            "PostgreSQL 18 skips changes made while a publication was missing (a WARNING, no "
+            "error): under a state without the record, this gap goes unseen (docs/runbook.md)"
+        )
     db.execute(TWO_TABLES)
     target = MemoryTarget()
     sync(db, target)
