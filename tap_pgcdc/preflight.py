@@ -130,17 +130,7 @@ def _check(
             report.notes.append(plan.describe(slot_missing=existing is None))
     except TapPgCdcError as exc:
         report.problems.append(str(exc))
-    pending = bool(lost) or any(s.needs_snapshot for s in log_streams)
-    refused = server.judge_server(info, need_slots=(0 if existing else 1) + (1 if pending else 0))
-    report.problems.extend(str(problem) for problem in refused)
-    if not refused:  # else the server would refuse the connection for a reason already listed
-        _check_replication_connection(config, report)
-
     tables = [s.table for s in log_streams]
-    report.problems.extend(
-        f"{problem} (Alternatively set replication-method FULL_TABLE for the stream.)"
-        for problem in judge_replica_identity(fetch_replica_identities(conn, tables))
-    )
     publication = fetch_publication(conn, settings.publication_name, tables, rights=True)
     try:
         published = recovery.plan_publication_recovery(
@@ -149,9 +139,20 @@ def _check(
             resnapshot=settings.resnapshot_on_slot_lost,
         )
         if published.needed:
+            lost += published.lost
             report.notes.append(published.describe(slot_missing=False))
     except TapPgCdcError as exc:
         report.problems.append(str(exc))
+    pending = bool(lost) or any(s.needs_snapshot for s in log_streams)
+    refused = server.judge_server(info, need_slots=(0 if existing else 1) + (1 if pending else 0))
+    report.problems.extend(str(problem) for problem in refused)
+    if not refused:  # else the server would refuse the connection for a reason already listed
+        _check_replication_connection(config, report)
+
+    report.problems.extend(
+        f"{problem} (Alternatively set replication-method FULL_TABLE for the stream.)"
+        for problem in judge_replica_identity(fetch_replica_identities(conn, tables))
+    )
     report.problems.extend(
         str(problem)
         for problem in judge_publication(publication, create=settings.create_publication)

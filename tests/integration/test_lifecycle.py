@@ -137,7 +137,12 @@ def test_table_out_of_the_publication_for_a_run_is_refused_then_resnapshotted(
     assert "The tables of public-b were out of publication" in line
     assert "Fix: set on_slot_lost = resnapshot" in line
     assert publication(db) == before  # b is not added back: the next run still sees the gap
-    assert preflight(db, target.state).returncode == 1
+    checked = preflight(db, target.state)
+    assert checked.returncode == 1
+    assert f"Preflight problem 1 of 1: {line.split(' | ', 3)[-1]}" in checked.stderr
+    noted = preflight(db, target.state, on_slot_lost="resnapshot")
+    assert noted.returncode == 0, noted.stderr[-2000:]
+    assert "on_slot_lost = resnapshot: snapshotting public-b again." in noted.stderr
 
     run = sync(db, target, on_slot_lost="resnapshot")
     assert [m["stream"] for m in run.of_type("ACTIVATE_VERSION")] == ["public-b"]
