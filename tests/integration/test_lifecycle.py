@@ -241,3 +241,15 @@ def test_prepared_transaction_at_slot_creation_is_named_then_the_run_succeeds(db
     db.execute("UPDATE t SET v = 'after' WHERE id = 99")
     sync(db, target)
     assert target.rows("public-t") == rows(db, "t")
+
+    # A new stream needs a snapshot, exported from a temporary slot: the same wait, the same stop.
+    db.execute("CREATE TABLE u (id int PRIMARY KEY); INSERT INTO u VALUES (1), (2)")
+    db.execute(f"BEGIN; INSERT INTO u VALUES (3); PREPARE TRANSACTION '{gid}'")
+    try:
+        line = assert_refused(run_tap(db.config(slot_wait_seconds=1), state=target.state))
+        assert "Creating the temporary slot a snapshot is exported from waits" in line
+        assert f"ROLLBACK PREPARED '{gid}'" in line
+    finally:
+        db.execute(f"ROLLBACK PREPARED '{gid}'")
+    sync(db, target)
+    assert target.rows("public-u") == rows(db, "u") == [{"id": 1}, {"id": 2}]
