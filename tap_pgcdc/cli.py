@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import signal
 import sys
 import typing as t
 
@@ -60,6 +61,25 @@ class Command(SingerCommand):
                 self.logger.error("%s", error)
             self.logger.error("Config validation failed")
         sys.exit(1)
+
+
+def exit_on_signal(logger: logging.Logger, signum: int) -> t.NoReturn:
+    """End the process after SIGINT or SIGTERM with status 128 + the signal's number.
+
+    A run a signal ended did not finish its work (a snapshot may be half done): a scheduler
+    must see a failure (130 for SIGINT, 143 for SIGTERM, as a shell reports them), not the
+    success that exit status 0 would claim. Nothing is lost either way: every STATE already
+    written is at a transaction boundary, after the records it covers, and the next run
+    resumes from the last one the target stored.
+    """
+    name = signal.Signals(signum).name
+    logger.warning(
+        "Stopped by %s before the run finished: the last STATE written is where the next run "
+        "resumes (exit status %d).",
+        name,
+        128 + signum,
+    )
+    sys.exit(128 + signum)
 
 
 def unreadable_config(value: tuple[str, ...], exc: Exception) -> ConfigError:

@@ -23,6 +23,7 @@ from tap_pgcdc.pg.lsn import format_lsn
 from tap_pgcdc.pg.quoting import quote_ident
 from tap_pgcdc.replication import server
 from tap_pgcdc.replication import slot as slots
+from tap_pgcdc.replication.blockers import fetch_blockers, prepared_problem
 from tap_pgcdc.replication.identity import fetch_replica_identities, judge_replica_identity
 from tap_pgcdc.replication.publication import judge_publication
 from tap_pgcdc.replication.publication_ops import fetch_publication
@@ -129,18 +130,29 @@ def _check(
             report.notes.append(plan.describe(slot_missing=existing is None))
     except TapPgCdcError as exc:
         report.problems.append(str(exc))
+    tables = [s.table for s in log_streams]
+    publication = fetch_publication(conn, settings.publication_name, tables, rights=True)
+    try:
+        published = recovery.plan_publication_recovery(
+            settings.publication_name,
+            *run.publishing(publication, log_streams),
+            resnapshot=settings.resnapshot_on_slot_lost,
+        )
+        if published.needed:
+            lost += published.lost
+            report.notes.append(published.describe(slot_missing=False))
+    except TapPgCdcError as exc:
+        report.problems.append(str(exc))
     pending = bool(lost) or any(s.needs_snapshot for s in log_streams)
     refused = server.judge_server(info, need_slots=(0 if existing else 1) + (1 if pending else 0))
     report.problems.extend(str(problem) for problem in refused)
     if not refused:  # else the server would refuse the connection for a reason already listed
         _check_replication_connection(config, report)
 
-    tables = [s.table for s in log_streams]
     report.problems.extend(
         f"{problem} (Alternatively set replication-method FULL_TABLE for the stream.)"
         for problem in judge_replica_identity(fetch_replica_identities(conn, tables))
     )
-    publication = fetch_publication(conn, settings.publication_name, tables, rights=True)
     report.problems.extend(
         str(problem)
         for problem in judge_publication(publication, create=settings.create_publication)
@@ -152,6 +164,16 @@ def _check(
             for problem in slots.judge_slot(
                 facts, create=settings.create_slot, failover=settings.slot_failover
             )
+        )
+    if existing is None or pending:
+        # What creating the slot (or a snapshot's temporary one) would wait for.
+        _check_blockers(
+            conn,
+            settings,
+            "the replication slot"
+            if existing is None
+            else "the temporary slot a snapshot is exported from",
+            report,
         )
     _note_slot(conn, slot_name, existing, report)
 
@@ -215,6 +237,22 @@ def _bind_tables(
                 "filter_schemas / filter_tables. Fix: widen those settings or deselect the stream."
             )
     return bound
+
+
+def _check_blockers(
+    conn: psycopg2.extensions.connection, settings: Settings, what: str, report: Report
+) -> None:
+    blockers = fetch_blockers(conn)
+    limit = settings.slot_wait_seconds
+    problem = prepared_problem(what, blockers.prepared, waited=limit, limit=limit)
+    if problem is not None:
+        report.problems.append(str(problem))
+    if blockers.open:
+        report.notes.append(
+            f"Creating {what} will wait for the transactions open now to end: "
+            + "; ".join(str(item) for item in blockers.open)
+            + "."
+        )
 
 
 def _check_replication_connection(config: Mapping[str, t.Any], report: Report) -> None:

@@ -1,8 +1,10 @@
-"""Slot-loss and bookmark decisions: pure functions over facts the run fetched once.
+"""Slot-loss, publication-gap and bookmark decisions: pure functions over facts fetched once.
 
 The run and `--test` call the same functions; neither changes anything here. The run then acts
 on the verdict (drop the invalidated slot, mark streams for a re-snapshot); `--test` only
-reports it. Every rule below exists so that a gap in the changes is never skipped silently.
+reports it. Every rule below exists so that a gap in the changes is never skipped silently:
+where the log cannot deliver what happened to a stream's rows, the stream is snapshotted again
+after an ACTIVATE_VERSION (on_slot_lost = resnapshot), or the run stops naming that recovery.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from tap_pgcdc.errors import SlotError
 from tap_pgcdc.pg.lsn import format_lsn
 
 if t.TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +114,94 @@ def plan_slot_recovery(
         )
         raise SlotError(msg)
     return SlotRecovery(lost=tuple(name for name, _ in lost), drop_slot=drop, reason=why)
+
+
+@dataclass(frozen=True, slots=True)
+class Publishing:
+    """How one LOG_BASED stream's table was published when its bookmark was written, and now."""
+
+    stream: str
+    position: int | None  # its bookmark (None: no position yet, so nothing to distrust)
+    recorded: tuple[int, int] | None  # (publication OID, membership) kept with the bookmark
+    member: int | None  # its membership now (`publication.membership`; None: not published)
+
+
+_RESNAPSHOT_FIX = (
+    "snapshot them again (an ACTIVATE_VERSION first lets targets that support it drop rows "
+    "deleted meanwhile), or run without state to snapshot everything again"
+)
+
+
+def plan_publication_recovery(
+    name: str, oid: int | None, streams: Sequence[Publishing], *, resnapshot: bool
+) -> SlotRecovery:
+    """Find streams whose changes were not published for a while; refuse, or plan re-snapshots.
+
+    pgoutput sends a change only if its table was in the publication when the change was
+    decoded, so a bookmark holds only while its table stayed published. It did not when the
+    publication is gone, or is another one of the same name (dropped and created again: its
+    OID differs from the one recorded with the bookmark; the slot cannot decode the changes
+    made in between, PostgreSQL fails on each or, from 18, skips them), or when the table is
+    not in it now (the stream was deselected or filtered out for a run, and the tap removed
+    it; or ALTER PUBLICATION ... DROP TABLE) or was added again since (another membership).
+    Those streams are snapshotted again after an ACTIVATE_VERSION with on_slot_lost =
+    resnapshot; the read then starts at the new consistent point, past the gap. A bookmark
+    recorded before the tap kept these facts is trusted while its table is published.
+
+    Args:
+        name: The publication_name setting.
+        oid: The publication's OID now (None: it does not exist).
+        streams: Each LOG_BASED stream's bookmark and membership, then and now.
+        resnapshot: on_slot_lost = resnapshot.
+
+    Raises:
+        SlotError: Changes were not published and on_slot_lost is fail.
+    """
+    bookmarked = [s for s in streams if s.position is not None]
+    if oid is None:
+        lost = bookmarked
+        why = (
+            f"Publication {name!r} does not exist, but the input state holds positions for "
+            f"{_names(lost)} read through it: it was dropped, and the changes made since are "
+            "not published"
+        )
+    else:
+        recorded = {s.stream: s.recorded[0] for s in bookmarked if s.recorded is not None}
+        replaced = [s for s in bookmarked if recorded.get(s.stream, oid) != oid]
+        if replaced:
+            lost = bookmarked
+            why = (
+                f"Publication {name!r} was dropped and created again since the input state's "
+                f"positions for {_names(replaced)} were written (its OID is {oid}, the state "
+                f"recorded {recorded[replaced[0].stream]}): the "
+                "changes made while it did not exist were never published"
+            )
+        else:
+            lost = [
+                s
+                for s in bookmarked
+                if s.member is None or (s.recorded is not None and s.recorded[1] != s.member)
+            ]
+            why = (
+                f"The tables of {_names(lost)} were out of publication {name!r} for a while "
+                "since their positions were written (the stream was deselected or filtered out "
+                "for a run, and the tap removed its table; or ALTER PUBLICATION ... DROP "
+                "TABLE), so their changes meanwhile were never published"
+            )
+    if not lost:
+        return SlotRecovery()
+    if not resnapshot:
+        msg = (
+            f"{why}. Continuing would leave a silent gap in the target. Fix: set on_slot_lost "
+            f"= resnapshot to {_RESNAPSHOT_FIX}. With create_publication = false, first "
+            "make the publication list them again."
+        )
+        raise SlotError(msg)
+    return SlotRecovery(lost=tuple(s.stream for s in lost), reason=why)
+
+
+def _names(streams: Sequence[Publishing]) -> str:
+    return ", ".join(s.stream for s in streams)
 
 
 def confirmable_position(

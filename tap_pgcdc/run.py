@@ -30,6 +30,7 @@ from tap_pgcdc.errors import (
     ConnectionLost,
     PrivilegeError,
     ReplicationError,
+    SlotError,
     TapPgCdcError,
     raise_first,
 )
@@ -38,15 +39,25 @@ from tap_pgcdc.pg import wal
 from tap_pgcdc.pg.catalog import load_tables
 from tap_pgcdc.pg.connect import connect
 from tap_pgcdc.pg.lsn import format_lsn
+from tap_pgcdc.pg.quoting import quote_literal
 from tap_pgcdc.replication import server
 from tap_pgcdc.replication import slot as slots
+from tap_pgcdc.replication.blockers import wait_for_prepared
 from tap_pgcdc.replication.identity import fetch_replica_identities, judge_replica_identity
-from tap_pgcdc.replication.publication import judge_publication
+from tap_pgcdc.replication.publication import judge_publication, membership
 from tap_pgcdc.replication.publication_ops import apply_publication, fetch_publication
 from tap_pgcdc.replication.reader import ReaderSettings
 from tap_pgcdc.replication.transport import ReplicationStream, SnapshotSession
 from tap_pgcdc.snapshot.session import snapshot_connection
-from tap_pgcdc.state import RESNAPSHOT_KEY, STATE_KEY, check_identity, identity_record
+from tap_pgcdc.state import (
+    PUBLICATION_KEY,
+    RESNAPSHOT_KEY,
+    STATE_KEY,
+    check_identity,
+    identity_record,
+    publication_record,
+    recorded_publication,
+)
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -54,6 +65,7 @@ if t.TYPE_CHECKING:
     import psycopg2.extensions
 
     from tap_pgcdc.pg.catalog import TableInfo
+    from tap_pgcdc.replication.publication import PublicationFacts
     from tap_pgcdc.settings import Settings
     from tap_pgcdc.streams import PgCdcStream
 
@@ -88,6 +100,22 @@ def slot_facts(slot_name: str, existing: slots.SlotInfo | None) -> recovery.Slot
 def log_positions(streams: Sequence[PgCdcStream]) -> dict[str, int | None]:
     """Each stream's log bookmark (None: not snapshotted yet)."""
     return {stream.name: stream.log_position for stream in streams}
+
+
+def publishing(
+    facts: PublicationFacts, streams: Sequence[PgCdcStream]
+) -> tuple[int | None, list[recovery.Publishing]]:
+    """The publication's OID now (None: missing) and each stream's membership, then and now."""
+    publication = facts.publication
+    return publication.oid if publication else None, [
+        recovery.Publishing(
+            stream=stream.name,
+            position=stream.log_position,
+            recorded=recorded_publication(stream.bookmark),
+            member=membership(publication, facts.catalog.get(stream.table.oid)),
+        )
+        for stream in streams
+    ]
 
 
 def dry_run(config: Mapping[str, t.Any], streams: Sequence[PgCdcStream], limit: int | None) -> None:
@@ -190,6 +218,16 @@ class Run:
             )
             if plan.needed:
                 self._mark_for_resnapshot(plan, log_streams, slot_missing=existing is None)
+            tables = [s.table for s in log_streams]
+            publication = fetch_publication(control, settings.publication_name, tables)
+            # Before the publication changes: was each bookmark's table published all along?
+            published = recovery.plan_publication_recovery(
+                settings.publication_name,
+                *publishing(publication, log_streams),
+                resnapshot=settings.resnapshot_on_slot_lost,
+            )
+            if published.needed:
+                self._mark_for_resnapshot(published, log_streams, slot_missing=False)
             if existing is None:  # and create_slot is false
                 raise_first(self._judge_slot(facts))
             pending = [s for s in log_streams if s.needs_snapshot]
@@ -199,13 +237,12 @@ class Run:
             raise_first(
                 server.judge_server(info, need_slots=(0 if existing else 1) + (1 if pending else 0))
             )
-            tables = [s.table for s in log_streams]
             self._check_replica_identity(control, tables)
             # Publication before slot: a change is published only if its table was in the
             # publication when the change was decoded.
-            publication = fetch_publication(control, settings.publication_name, tables)
             raise_first(judge_publication(publication, create=settings.create_publication))
             apply_publication(control, publication, create=settings.create_publication)
+            self._record_publication(control, log_streams)
             if plan.drop_slot:
                 slots.drop_slot(control, slot_name)
                 self.logger.warning("Dropped invalidated replication slot %s.", slot_name)
@@ -214,7 +251,7 @@ class Run:
                 slot_info.name, slot_info.confirmed_flush_lsn, log_positions(log_streams)
             )
             if pending:
-                self._snapshot_log_streams(pending)
+                self._snapshot_log_streams(control, pending)
 
         for stream in full_streams:
             self._snapshot_full_table(stream)
@@ -241,6 +278,11 @@ class Run:
         facts = slots.fetch_slot(control, self.settings.slot_name)
         raise_first(self._judge_slot(facts))
         if facts.slot is None:
+            wait_for_prepared(
+                control,
+                f"replication slot {self.settings.slot_name}",
+                limit=self.settings.slot_wait_seconds,
+            )
             facts, created = slots.create_slot(
                 control, self.settings.slot_name, failover=self.settings.slot_failover
             )
@@ -266,6 +308,26 @@ class Run:
             stream.bookmark[RESNAPSHOT_KEY] = True
         self.logger.warning("%s", plan.describe(slot_missing=slot_missing))
 
+    def _record_publication(
+        self, control: psycopg2.extensions.connection, log_streams: Sequence[PgCdcStream]
+    ) -> None:
+        """Keep, with each bookmark, the publication and membership its changes are read through.
+
+        Called once the publication lists every stream's table, and every bookmark left is
+        trusted (the others were marked for a re-snapshot): from here on the changes of each
+        table are published, so the record is true of every position the run will write.
+        """
+        facts = fetch_publication(
+            control, self.settings.publication_name, [s.table for s in log_streams]
+        )
+        publication = facts.publication
+        if publication is None:  # dropped again in the meantime: the next run sees it
+            return
+        for stream in log_streams:
+            member = membership(publication, facts.catalog.get(stream.table.oid))
+            if member is not None:
+                stream.bookmark[PUBLICATION_KEY] = publication_record(publication.oid, member)
+
     def _check_replica_identity(
         self, control: psycopg2.extensions.connection, tables: list[TableInfo]
     ) -> None:
@@ -279,9 +341,16 @@ class Run:
             )
             raise ConfigError(msg)
 
-    def _snapshot_log_streams(self, pending: list[PgCdcStream]) -> None:
+    def _snapshot_log_streams(
+        self, control: psycopg2.extensions.connection, pending: list[PgCdcStream]
+    ) -> None:
         """Snapshot streams inside a snapshot exported at a point the slot replays from."""
         temp_slot = f"tap_pgcdc_snap_{uuid.uuid4().hex[:12]}"
+        wait_for_prepared(
+            control,
+            "the temporary slot a snapshot is exported from",
+            limit=self.settings.slot_wait_seconds,
+        )
         with SnapshotSession(self.config, temp_slot) as session:
             exported = session.exported
             self.logger.info(
@@ -358,10 +427,31 @@ class Run:
                 try:
                     summary = reader.run(stop_lsn=stop_lsn)
                 except ReplicationError as exc:
+                    if _publication_missing(str(exc)):
+                        raise SlotError(self._undecodable(str(exc))) from None
                     raise ConnectionLost.during(self.activity, str(exc), self.config) from None
             self.logger.info("Log read complete: %s", summary)
         finally:
             lookup_conn.close()
+
+    def _undecodable(self, detail: str) -> str:
+        """The error for a slot that cannot decode what happened while the publication was gone."""
+        slot = self.settings.slot_name
+        return (
+            f"Slot {slot} cannot decode changes made while publication "
+            f"{self.settings.publication_name!r} did not exist (the server said: "
+            f"{' '.join(detail.split()).rstrip('.')}): it was dropped and created again while "
+            "those changes waited in the slot, and the input state was written before the tap "
+            "recorded the publication's identity, so the run could not tell before reading. "
+            "Every run would stop here. Fix: drop the slot (SELECT "
+            f"pg_drop_replication_slot({quote_literal(slot)});) and run with on_slot_lost = "
+            "resnapshot: every stream is snapshotted again, after an ACTIVATE_VERSION."
+        )
+
+
+def _publication_missing(detail: str) -> bool:
+    """Whether the walsender stopped because pgoutput could not find the publication."""
+    return "publication" in detail and "does not exist" in detail
 
 
 def _connection_lost(exc: psycopg2.Error) -> bool:

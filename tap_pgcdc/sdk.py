@@ -11,11 +11,7 @@ from __future__ import annotations
 
 import typing as t
 
-from singer_sdk.plugin_base import PluginBase
-
 if t.TYPE_CHECKING:
-    from types import FrameType
-
     from singer_sdk.helpers.types import Record
     from singer_sdk.io_base import GenericSingerWriter
     from singer_sdk.sql import SQLStream as Stream
@@ -76,11 +72,6 @@ def replace_schema(stream: Stream, schema: dict[str, t.Any]) -> None:
         stream.name, stream.get_selected_schema(), list(stream.primary_keys or [])
     )
     stream._stream_maps = []  # noqa: SLF001
-
-
-def default_termination(tap: PluginBase, signum: int, frame: FrameType | None) -> None:
-    """The plugin's own SIGTERM/SIGINT handling, skipping the Tap's (which writes live state)."""
-    PluginBase._handle_termination(tap, signum, frame)  # noqa: SLF001
 
 
 def reset_progress_markers(tap: Tap) -> None:

@@ -23,6 +23,7 @@ DEFAULT_PUBLICATION_NAME = "tap_pgcdc"
 DEFAULT_CONNECT_TIMEOUT = 15
 DEFAULT_CHUNK_SIZE = 10_000
 DEFAULT_STATE_INTERVAL_SECONDS = 5.0
+DEFAULT_SLOT_WAIT_SECONDS = 60.0
 ON_SLOT_LOST = ("fail", "resnapshot")
 
 CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
@@ -150,7 +151,7 @@ CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
         th.StringType,
         default=ON_SLOT_LOST[0],
         allowed_values=list(ON_SLOT_LOST),
-        description="What to do when changes were lost: the slot was dropped or invalidated (wal_status = lost), or the state is older than the slot's confirmed position. `fail` (default) stops with an error naming the recovery. `resnapshot` recreates the slot if needed and snapshots the affected streams again, after an ACTIVATE_VERSION so that targets which support it drop rows deleted in the meantime.",
+        description="What to do when changes were lost or never published: the slot was dropped or invalidated (wal_status = lost), the state is older than the slot's confirmed position, the publication was dropped or re-created, or a table was out of the publication for a while (its stream deselected or filtered out for a run). `fail` (default) stops with an error naming the recovery. `resnapshot` recreates the slot if needed and snapshots the affected streams again, after an ACTIVATE_VERSION so that targets which support it drop rows deleted in the meantime.",
     ),
     th.Property(
         "max_run_seconds",
@@ -164,6 +165,13 @@ CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
         default=10000,
         minimum=1,
         description="Rows per snapshot chunk; a snapshot resumes after the last chunk emitted.",
+    ),
+    th.Property(
+        "slot_wait_seconds",
+        th.NumberType,
+        default=DEFAULT_SLOT_WAIT_SECONDS,
+        minimum=0,
+        description="How long creating a replication slot (the tap's own, or a snapshot's temporary one) waits for prepared (two-phase) transactions to be committed or rolled back before stopping with an error that names them. Slot creation waits for every transaction open when it starts; a prepared one stays open until COMMIT PREPARED or ROLLBACK PREPARED.",
     ),
     th.Property(
         "state_interval_seconds",
@@ -188,6 +196,7 @@ class Settings:
     max_run_seconds: int | None = None
     snapshot_chunk_size: int = DEFAULT_CHUNK_SIZE
     state_interval_seconds: float = DEFAULT_STATE_INTERVAL_SECONDS
+    slot_wait_seconds: float = DEFAULT_SLOT_WAIT_SECONDS
     user: str = ""
 
     @classmethod
@@ -210,5 +219,6 @@ class Settings:
             state_interval_seconds=float(
                 given("state_interval_seconds", DEFAULT_STATE_INTERVAL_SECONDS)
             ),
+            slot_wait_seconds=float(given("slot_wait_seconds", DEFAULT_SLOT_WAIT_SECONDS)),
             user=str(given("user", "")),
         )

@@ -8,7 +8,10 @@ A state looks like::
 Per stream (see streams.py): `lsn`, the commit end LSN up to which every change has been
 emitted; `snapshot`, an unfinished snapshot's consistent point and the last key emitted;
 `version`, the table version of the last TRUNCATE or re-snapshot; `resnapshot`, a mark that the
-stream's changes were lost and its re-snapshot must first empty the target (ACTIVATE_VERSION).
+stream's changes were lost and its re-snapshot must first empty the target (ACTIVATE_VERSION);
+`publication`, `{"oid": ..., "member": ...}`: the publication the stream's changes were read
+through and what made its table a member (`replication.publication.membership`), checked at the
+start of the next run (`recovery.plan_publication_recovery`).
 Beside the bookmarks, `tap_pgcdc` names the slot and cluster the positions belong to.
 
 A bad state is an error that names the fix, never a silent reset: a reset would re-snapshot
@@ -27,6 +30,8 @@ STATE_KEY = "tap_pgcdc"
 # In a stream's bookmark: its changes were lost (see recovery.plan_slot_recovery) and its
 # re-snapshot must first tell the target to drop what it holds (ACTIVATE_VERSION).
 RESNAPSHOT_KEY = "resnapshot"
+# In a stream's bookmark: the publication and membership its position was read through.
+PUBLICATION_KEY = "publication"
 
 _FIX_STATE = (
     "pass the state file this tap wrote (the last STATE message the target stored), or no "
@@ -101,9 +106,34 @@ def check_bookmark(stream: str, bookmark: dict[str, t.Any]) -> None:
             msg = f"State bookmark for {stream!r} has an invalid {key}: {exc}. {fix}"
             raise StateError(msg) from None
     version = bookmark.get("version")
-    if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
+    if version is not None and not _is_int(version):
         msg = f"State bookmark for {stream!r} has an invalid version {version!r}. {fix}"
         raise StateError(msg)
+    published = bookmark.get(PUBLICATION_KEY)
+    if published is not None and not (
+        isinstance(published, dict)
+        and _is_int(published.get("oid"))
+        and _is_int(published.get("member"))
+    ):
+        msg = f"State bookmark for {stream!r} has an invalid {PUBLICATION_KEY} {published!r}. {fix}"
+        raise StateError(msg)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def recorded_publication(bookmark: dict[str, t.Any]) -> tuple[int, int] | None:
+    """(publication OID, membership) recorded with a checked bookmark, or None (not recorded)."""
+    published = bookmark.get(PUBLICATION_KEY)
+    if published is None:
+        return None
+    return int(published["oid"]), int(published["member"])
+
+
+def publication_record(oid: int, member: int) -> dict[str, int]:
+    """What a bookmark records of the publication its changes are read through."""
+    return {"oid": oid, "member": member}
 
 
 def check_identity(

@@ -310,8 +310,12 @@ class PgCdcStream(SQLStream):
         """TRUNCATE seen in the log: tell the target to drop every row it holds for this table.
 
         Singer has one message for "the table now holds only what follows": ACTIVATE_VERSION.
-        The new version is the truncating transaction's commit LSN, so a replay from an older
-        bookmark produces the same versions and converges.
+        The new version is the TRUNCATE record's LSN: each TRUNCATE of a table gets a higher
+        one than the last (TRUNCATE locks the table until its transaction commits, so a later
+        one is written after the earlier one's commit, and after the consistent point of an
+        earlier re-snapshot, whose version is that point), and a replay from an older bookmark
+        produces the same versions and converges. States written when the version was the
+        commit LSN stay valid: a later TRUNCATE's record still comes after that commit.
         """
         self.table_version = lsn
         self.bookmark["version"] = lsn

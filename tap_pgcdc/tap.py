@@ -136,9 +136,12 @@ class TapPgCdc(SQLTap):
         The SDK's Tap writes its live state here, but ours can be ahead of the records written
         (a TRUNCATE's table version is recorded when it is read, mid-transaction). Every STATE
         already written is at a transaction boundary, after the records it covers, so the
-        target keeps the last of them and the next run resumes there.
+        target keeps the last of them and the next run resumes there. The exit status is
+        128 + the signal's number (130 for SIGINT, 143 for SIGTERM), as a shell reports a
+        process a signal ended: the run did not finish, and a scheduler must not record it
+        as a success.
         """
-        sdk.default_termination(self, signum, frame)
+        cli.exit_on_signal(self.logger, signum)
 
     # --- state ----------------------------------------------------------------------------
 

@@ -51,6 +51,8 @@ BASE_SETTINGS: dict[str, str] = {
     "max_connections": "100",
     "log_min_messages": "warning",
     "logical_decoding_work_mem": "64MB",
+    # Two-phase transactions exist in production; tests prepare some (test_lifecycle.py).
+    "max_prepared_transactions": "10",
 }
 
 

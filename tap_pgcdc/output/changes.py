@@ -280,9 +280,14 @@ class ChangeTarget:
         self._write(_meta(record, begin, deleted=True), begin)
         return 1
 
-    def truncate(self, begin: Begin) -> None:
-        """TRUNCATE: the stream's rows are replaced by what follows (a new table version)."""
-        self.stream.truncate(begin.final_lsn)
+    def truncate(self, begin: Begin, lsn: int) -> None:
+        """TRUNCATE: the stream's rows are replaced by what follows (a new table version).
+
+        The version is the TRUNCATE record's own LSN (see `Sink.truncate`), so a second
+        TRUNCATE in the same transaction also drops the rows written between the two.
+        """
+        del begin  # the version does not depend on the transaction: see above
+        self.stream.truncate(lsn)
 
     def _tuple(self, values: TupleData, begin: Begin, *, deleted: bool, key: bool) -> bool:
         """Write a decoded tuple's record on the fast path, if the stream has one and it is whole.

@@ -36,6 +36,17 @@ def pg_now_us() -> int:
     return time.time_ns() // 1000 - PG_EPOCH_OFFSET_US
 
 
+def xlogdata_start(raw: bytes) -> int:
+    """The WAL position of the record an XLogData frame's message was decoded from.
+
+    For an Insert, Update, Delete or Truncate it is the LSN of that change's own WAL record,
+    which increases within a transaction and is the same on every replay (a Begin carries its
+    transaction's first LSN, a Commit its end).
+    """
+    start: int = _XLOGDATA_HEADER.unpack_from(raw, 1)[0]
+    return start
+
+
 def parse_keepalive(raw: bytes) -> tuple[int, int, bool]:
     """(wal_end, send_time, reply_requested) of a primary keepalive frame."""
     wal_end, send_time, reply = _KEEPALIVE.unpack_from(raw, 1)

@@ -14,7 +14,7 @@ decoded.
 from __future__ import annotations
 
 import typing as t
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tap_pgcdc.errors import ConfigError, PrivilegeError, SlotError, TapPgCdcError
 from tap_pgcdc.pg.catalog import RELKIND_PARTITIONED, RELKIND_TABLE
@@ -58,6 +58,10 @@ class Publication:
     filtered: frozenset[int]  # FOR TABLE members with a row filter or column list (PG15+)
     schemas: tuple[str, ...]  # quoted names of FOR TABLES IN SCHEMA members (PG15+)
     owned: bool  # the role owns it (or is a member of its owner), so it may alter it
+    # Table oid -> the OID of the catalog row that makes it a member (pg_publication_rel, or
+    # pg_publication_namespace for FOR TABLES IN SCHEMA): a new one when it is removed and
+    # added again, so a gap in its membership shows (see `membership`).
+    members: Mapping[int, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +107,26 @@ class PublicationFacts:
     publication: Publication | None
     # None: not read (a run), so the judgement leaves privileges to the server's refusal.
     rights: PublicationRights | None = None
+
+
+def membership(publication: Publication | None, table: CatalogTable | None) -> int | None:
+    """What publishes `table` now: an id that changes whenever it stops being published.
+
+    The OID of its pg_publication_rel row (or its schema's pg_publication_namespace row, or its
+    nearest listed ancestor's), 0 for a FOR ALL TABLES publication; None if the publication
+    does not publish it. Recorded beside a bookmark, it tells the next run whether the table
+    stayed published since: a table removed from the publication and added again gets a new
+    row, and its changes in between were never sent (see `recovery.plan_publication_recovery`).
+    """
+    if publication is None or table is None:
+        return None
+    if publication.info.all_tables:
+        return 0
+    for oid in (table.oid, *sorted(table.ancestors)):
+        member = publication.members.get(oid)
+        if member is not None:
+            return member
+    return None
 
 
 # --- the judgement ------------------------------------------------------------------------------

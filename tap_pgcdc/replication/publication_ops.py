@@ -57,7 +57,7 @@ def _publication_sql(version: int) -> str:
 def _publication_tables_sql(version: int) -> str:
     filtered = "pr.prqual IS NOT NULL OR pr.prattrs IS NOT NULL" if version >= 150000 else "false"
     return (
-        f"SELECT c.oid, n.nspname, c.relname, {filtered} "
+        f"SELECT c.oid, n.nspname, c.relname, {filtered}, pr.oid "
         "FROM pg_catalog.pg_publication_rel pr "
         "JOIN pg_catalog.pg_class c ON c.oid = pr.prrelid "
         "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
@@ -66,7 +66,7 @@ def _publication_tables_sql(version: int) -> str:
 
 
 _PUBLICATION_SCHEMAS_SQL = """
-SELECT n.nspname,
+SELECT pn.oid, n.nspname,
        ARRAY(SELECT c.oid FROM pg_catalog.pg_class c
              WHERE c.relnamespace = n.oid AND c.relkind IN ('r', 'p') AND c.relpersistence = 'p')
 FROM pg_catalog.pg_publication_namespace pn
@@ -169,16 +169,21 @@ def _load_publication(
     oid = row[0]
     cur.execute(_publication_tables_sql(version), (oid,))
     members = cur.fetchall()
-    schema_rows: list[tuple[str, list[int]]] = []
+    schema_rows: list[tuple[int, str, list[int]]] = []
     if version >= 150000:
         cur.execute(_PUBLICATION_SCHEMAS_SQL, (oid,))
         schema_rows = cur.fetchall()
     tables = {
-        relid: f"{quote_ident(schema)}.{quote_ident(table)}" for relid, schema, table, _ in members
+        relid: f"{quote_ident(schema)}.{quote_ident(table)}"
+        for relid, schema, table, _, _ in members
     }
     table_oids = set(tables)
-    for _, schema_oids in schema_rows:
+    membership: dict[int, int] = {}
+    for member_oid, _, schema_oids in schema_rows:
         table_oids.update(schema_oids)
+        membership.update(dict.fromkeys(schema_oids, member_oid))
+    # Listed by name wins over listed through its schema (that row outlives the schema's).
+    membership.update({relid: member_oid for relid, _, _, _, member_oid in members})
     info = PublicationInfo(
         name=row[1],
         owner=row[2],
@@ -194,9 +199,10 @@ def _load_publication(
         info=info,
         oid=oid,
         tables=tables,
-        filtered=frozenset(relid for relid, _, _, filtered in members if filtered),
-        schemas=tuple(quote_ident(schema) for schema, _ in schema_rows),
+        filtered=frozenset(relid for relid, _, _, filtered, _ in members if filtered),
+        schemas=tuple(quote_ident(schema) for _, schema, _ in schema_rows),
         owned=row[9],
+        members=membership,
     )
 
 

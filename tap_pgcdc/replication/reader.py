@@ -46,6 +46,7 @@ from tap_pgcdc.replication.protocol import (
     XLOGDATA,
     XLOGDATA_HEADER_SIZE,
     parse_keepalive,
+    xlogdata_start,
 )
 
 if t.TYPE_CHECKING:
@@ -188,7 +189,7 @@ class ReadLoop:
                     continue
                 message = decode(memoryview(raw)[XLOGDATA_HEADER_SIZE:])
                 if not isinstance(message, Commit):
-                    self._handle(message)
+                    self._handle(message, xlogdata_start(raw))
                     continue
                 self._commit(message)
                 boundary = message.end_lsn
@@ -291,7 +292,8 @@ class ReadLoop:
         self.summary.records += 1
         return True
 
-    def _handle(self, message: object) -> None:
+    def _handle(self, message: object, lsn: int) -> None:
+        """Dispatch a decoded message; `lsn` is the WAL position of its record (see Truncate)."""
         if isinstance(message, Begin):
             self._begin = message
             final = message.final_lsn
@@ -311,10 +313,13 @@ class ReadLoop:
         elif isinstance(message, Relation):
             self.routes[message.relation_id] = self.sink.relation(message)
         elif isinstance(message, Truncate):
+            # Its own LSN, not the commit's: two TRUNCATEs in one transaction must be told
+            # apart (each drops what the transaction wrote before it), and a replay of the
+            # transaction sees the same positions again.
             for relation_id in message.relation_ids:
                 route = self._route(relation_id)
                 if route is not None:
-                    route.truncate(self._open("Truncate"))
+                    route.truncate(self._open("Truncate"), lsn)
         # Origin, Type and logical decoding messages carry nothing a record needs.
 
     def _commit(self, message: Commit) -> None:

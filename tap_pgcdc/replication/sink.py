@@ -55,8 +55,15 @@ class RelationSink(t.Protocol):
         """Write a deleted row; returns the number of records written."""
         ...
 
-    def truncate(self, begin: Begin) -> None:
-        """The relation was truncated by the transaction `begin` opened."""
+    def truncate(self, begin: Begin, lsn: int) -> None:
+        """The relation was truncated by the transaction `begin` opened.
+
+        Args:
+            begin: The open transaction.
+            lsn: The WAL position of the TRUNCATE's own record: later TRUNCATEs of the same
+                table, in this transaction or a later one, have higher positions, and a
+                replay sees the same one.
+        """
         ...
 
 

@@ -192,6 +192,33 @@ def test_truncate_empties_the_table_in_the_target(db) -> None:
     assert replay.rows("public-t") == target.rows("public-t")
 
 
+def test_two_truncates_in_one_transaction_each_drop_what_came_before(db) -> None:
+    """A row inserted between two TRUNCATEs of one transaction is gone from the source."""
+    db.execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
+    db.execute("INSERT INTO t SELECT g, 'v' FROM generate_series(1, 5) g")
+    target = MemoryTarget()
+    sync(db, target)
+    db.execute(
+        "BEGIN; TRUNCATE t; INSERT INTO t VALUES (50, 'between'); TRUNCATE t;"
+        " INSERT INTO t VALUES (60, 'after'); COMMIT"
+    )
+    before = target.state
+    run = sync(db, target)
+    versions = [m["version"] for m in run.of_type("ACTIVATE_VERSION")]
+    assert len(versions) == 2 and versions[0] < versions[1]  # strictly increasing
+    assert target.rows("public-t") == pg_rows(db, "SELECT * FROM t ORDER BY id")
+    assert target.rows("public-t") == [{"id": 60, "v": "after"}]
+    # A replay of the same transaction (a run stopped before its STATE) gives the same versions.
+    replay = run_tap(db.config(), state=before).check()
+    assert [m["version"] for m in replay.of_type("ACTIVATE_VERSION")] == versions
+    # The next truncate, in a later transaction, gets a higher version still.
+    db.execute("BEGIN; TRUNCATE t; INSERT INTO t VALUES (70, 'later'); COMMIT")
+    later = sync(db, target)
+    (newer,) = [m["version"] for m in later.of_type("ACTIVATE_VERSION")]
+    assert newer > versions[1]
+    assert target.rows("public-t") == pg_rows(db, "SELECT * FROM t ORDER BY id")
+
+
 def test_schema_changes_mid_stream(db) -> None:
     db.execute("CREATE TABLE t (id int PRIMARY KEY, a text, b int)")
     db.execute("INSERT INTO t VALUES (1, 'x', 1)")

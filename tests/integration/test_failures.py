@@ -582,7 +582,7 @@ def test_server_crash_mid_log_read(own_server: PgServer) -> None:
 
 
 def test_sigterm_stops_cleanly_and_the_next_run_converges(db: TestDb) -> None:
-    """SIGTERM (how Meltano stops a tap) ends the run with the STATE already written."""
+    """SIGTERM (how Meltano stops a tap) ends the run with the STATE already written, exit 143."""
     import signal
 
     db.execute("CREATE TABLE t (id int PRIMARY KEY, v int)")
@@ -595,8 +595,39 @@ def test_sigterm_stops_cleanly_and_the_next_run_converges(db: TestDb) -> None:
     run = KillableRun(db.config(state_interval_seconds=0), target.state)
     assert run.wait_for(lambda: len(run.stdout) > 3000, 60)
     run.kill(signal.SIGTERM)
-    assert run.finish() == 0
-    assert "Gracefully shutting down" in "".join(run.stderr)
-    target.apply(run.stored_messages())
-    target.apply(run_tap(db.config(), state=target.state).check().messages)
-    assert target.rows("public-t") == rows(db, "t")
+    # Not 0: a scheduler must not record an interrupted run as a success.
+    assert run.finish() == 128 + signal.SIGTERM == 143
+    assert "Stopped by SIGTERM before the run finished" in "".join(run.stderr)
+    assert_stops_at_a_boundary_and_converges(db, run, target)
+
+
+def test_sigint_mid_snapshot_exits_130_and_the_next_run_converges(db: TestDb) -> None:
+    """SIGINT (Ctrl-C) in the middle of a snapshot: exit 130, the snapshot resumes next run."""
+    import signal
+
+    db.execute(
+        "CREATE TABLE t (id int PRIMARY KEY, v text);"
+        "INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 30000) g"
+    )
+    target = MemoryTarget()
+    run = KillableRun(db.config(snapshot_chunk_size=50), None)
+    assert run.wait_for(lambda: len(run.stdout) > 500, 60)
+    run.kill(signal.SIGINT)
+    assert run.finish() == 128 + signal.SIGINT == 130
+    assert "Stopped by SIGINT before the run finished" in "".join(run.stderr)
+    assert "snapshot" in bookmarks(run.stored_state())["public-t"]  # unfinished, resumable
+    db.execute("UPDATE t SET v = 'changed' WHERE id % 997 = 0; DELETE FROM t WHERE id % 1009 = 0")
+    assert_stops_at_a_boundary_and_converges(db, run, target)
+
+
+def assert_stops_at_a_boundary_and_converges(
+    db: TestDb, run: KillableRun, target: MemoryTarget
+) -> None:
+    """What the interrupted run stored is whole, and the next runs (state carried) converge."""
+    stored = run.stored_messages()
+    assert stored and stored[-1]["type"] == "STATE"
+    assert not run.partial  # no half-written line on stdout
+    target.apply(stored)
+    for _ in range(2):  # the run after the signal, then one with nothing new
+        target.apply(run_tap(db.config(), state=target.state).check().messages)
+        assert target.rows("public-t") == rows(db, "t")

@@ -395,6 +395,11 @@ class KillableRun:
         self.proc.send_signal(sig)
         return True
 
+    def stored_state(self) -> dict[str, Any] | None:
+        """The last complete STATE's value: what the target stores as the next run's state."""
+        states = [m for m in self.stored_messages() if m["type"] == "STATE"]
+        return states[-1]["value"] if states else None
+
     def stored_messages(self) -> list[dict[str, Any]]:
         """What the target stores: every message up to and including the last complete STATE."""
         messages = [json.loads(line, parse_float=Decimal) for line in self.stdout]
@@ -509,8 +514,9 @@ def run_campaign(db: TestDb, *, seed: int, kill_points: int) -> CampaignResult:
             phase = run.phase()
             killed = kind != "none" and run.kill(sig)
             code = run.finish()
-            if killed and code in (-signal.SIGKILL, -signal.SIGTERM, 0):
-                # SIGTERM lets the tap stop cleanly (exit 0); either way it did not finish its work.
+            if killed and code in (-signal.SIGKILL, -signal.SIGTERM, 128 + signal.SIGTERM, 0):
+                # SIGTERM lets the tap stop cleanly (exit 143; -15 before its handler is set up);
+                # either way it did not finish its work. 0: the run was ending on its own.
                 result.kills += 1
                 result.phases[phase] += 1
                 result.signals[signal.Signals(sig).name] += 1

@@ -104,8 +104,8 @@ class FakeRoute:
         self.events.append(("delete", self.stream_name, message.old, begin.final_lsn))
         return 1
 
-    def truncate(self, begin: Begin) -> None:
-        self.events.append(("truncate", self.stream_name, begin.final_lsn))
+    def truncate(self, begin: Begin, lsn: int) -> None:
+        self.events.append(("truncate", self.stream_name, begin.final_lsn, lsn))
 
 
 @dataclass

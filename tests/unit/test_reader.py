@@ -59,7 +59,7 @@ def test_a_transaction_reaches_the_sink_and_its_state_follows_the_commit() -> No
             w(pg.update(REL_A, None, None, ["1", "uno"])),
             w(pg.update(REL_A, ["1", None], "K", ["2", "uno"])),
             w(pg.delete(REL_A, ["2", None], "K")),
-            w(pg.truncate(0, [REL_A])),
+            w(pg.truncate(0, [REL_A]), 0x1F0),
         ),
         stop_lsn=0x208,
     )
@@ -70,10 +70,35 @@ def test_a_transaction_reaches_the_sink_and_its_state_follows_the_commit() -> No
         ("update", A, None, ("1", "uno"), 0x200),
         ("update", A, ("1", None), ("2", "uno"), 0x200),
         ("delete", A, ("2", None), 0x200),
-        ("truncate", A, 0x200),
+        ("truncate", A, 0x200, 0x1F0),  # the TRUNCATE's own position, from the frame
         ("state", {A: 0x208, B: 0x208}),
     ]
     assert str(result.summary) == ("1 transactions, 5 records, position 0/208, stopped: caught up")
+
+
+def test_two_truncates_in_one_transaction_reach_the_sink_with_their_own_positions() -> None:
+    """Each TRUNCATE's version must differ: the second drops the row inserted between them."""
+    result = run(
+        transaction(
+            0x300,
+            0x308,
+            relation(REL_A, "a"),
+            w(pg.truncate(0, [REL_A]), 0x2A0),
+            insert(REL_A, "1", "between"),
+            w(pg.truncate(0, [REL_A]), 0x2C0),
+            insert(REL_A, "2", "after"),
+        ),
+        stop_lsn=0x308,
+    )
+    assert result.events == [
+        CONFIRM,
+        ("relation", "public", "a"),
+        ("truncate", A, 0x300, 0x2A0),
+        ("insert", A, ("1", "between"), 0x300),
+        ("truncate", A, 0x300, 0x2C0),
+        ("insert", A, ("2", "after"), 0x300),
+        ("state", {A: 0x308, B: 0x308}),
+    ]
 
 
 def test_the_fast_path_takes_whole_rows_and_old_keys_the_general_path_the_rest() -> None:
@@ -147,7 +172,7 @@ def test_a_stream_skips_transactions_that_committed_before_its_bookmark() -> Non
                 relation(REL_B, "b"),
                 insert(REL_A, "1", "one"),
                 insert(REL_B, "1", "one"),
-                w(pg.truncate(0, [REL_A, REL_B])),
+                w(pg.truncate(0, [REL_A, REL_B]), 0x1F8),
             ),
             *transaction(0x300, 0x310, insert(REL_A, "2", "two"), insert(REL_B, "2", "two")),
         ],
@@ -161,7 +186,7 @@ def test_a_stream_skips_transactions_that_committed_before_its_bookmark() -> Non
         ("relation", "public", "a"),  # relations always reach the sink: later changes need them
         ("relation", "public", "b"),
         ("fast", B, "I", False, False, 0x200),
-        ("truncate", B, 0x200),
+        ("truncate", B, 0x200, 0x1F8),
         ("state", {B: 0x210}),  # A's bookmark is later than this boundary: left as it is
         ("fast", A, "I", False, False, 0x300),  # committed at A's bookmark: not skipped
         ("fast", B, "I", False, False, 0x300),

@@ -38,6 +38,11 @@ def test_the_identity_is_returned_and_bookmarks_are_checked() -> None:
             "has an invalid snapshot.lsn",
         ),
         ({"bookmarks": {"s": {"version": True}}}, "has an invalid version True"),
+        ({"bookmarks": {"s": {"publication": 7}}}, "has an invalid publication 7"),
+        (
+            {"bookmarks": {"s": {"publication": {"oid": 7, "member": "x"}}}},
+            "has an invalid publication {'oid': 7, 'member': 'x'}",
+        ),
         ({"tap_pgcdc": "x"}, "The input state's 'tap_pgcdc' is not an object"),
     ],
 )
