@@ -23,7 +23,6 @@ from tap_pgcdc.pg.lsn import format_lsn
 from tap_pgcdc.pg.quoting import quote_ident
 from tap_pgcdc.replication import server
 from tap_pgcdc.replication import slot as slots
-from tap_pgcdc.replication.identity import fetch_replica_identities, judge_replica_identity
 from tap_pgcdc.replication.publication import judge_publication
 from tap_pgcdc.replication.publication_ops import fetch_publication
 from tap_pgcdc.replication.transport import open_replication_connection
@@ -108,6 +107,7 @@ def _check(
         except TapPgCdcError as exc:
             report.problems.append(str(exc))
     report.notes.append(f"{len(streams)} selected stream(s), {len(log_streams)} of them LOG_BASED.")
+    _note_tables(conn, bound, log_streams, report)
     if not log_streams:
         return
 
@@ -136,10 +136,6 @@ def _check(
         _check_replication_connection(config, report)
 
     tables = [s.table for s in log_streams]
-    report.problems.extend(
-        f"{problem} (Alternatively set replication-method FULL_TABLE for the stream.)"
-        for problem in judge_replica_identity(fetch_replica_identities(conn, tables))
-    )
     publication = fetch_publication(conn, settings.publication_name, tables, rights=True)
     report.problems.extend(
         str(problem)
@@ -154,6 +150,36 @@ def _check(
             )
         )
     _note_slot(conn, slot_name, existing, report)
+
+
+def _note_tables(
+    conn: psycopg2.extensions.connection,
+    bound: list[PgCdcStream],
+    log_streams: list[PgCdcStream],
+    report: Report,
+) -> None:
+    """What each kind of table gets: refused, read in full, keyed by an index, or keyless."""
+    for name, verdicts in run.uncapturable(conn, [s.table for s in log_streams]).items():
+        report.problems.extend(str(error) for error in run.refuse_uncapturable({name: verdicts}))
+    full_tables = [s.table for s in bound if s not in log_streams and not s.table.is_view]
+    for name, verdicts in run.uncapturable(conn, full_tables).items():
+        report.notes.append(run.full_table_warning(name, verdicts))
+    for stream in log_streams:
+        table = stream.table
+        if table.replica_identity == "i" and table.key != table.primary_key:
+            report.notes.append(
+                f"Stream {stream.name}: its key is {', '.join(table.key)}, the columns of its "
+                "REPLICA IDENTITY USING INDEX (the log identifies deleted and changed rows by "
+                "them), not its primary key."
+            )
+        elif not table.key and table.replica_identity == "f":
+            report.notes.append(
+                f"Stream {stream.name} has no key (REPLICA IDENTITY FULL, no primary key): a "
+                "target appends its records; an UPDATE arrives as the old row's deletion "
+                "(_sdc_deleted_at set) followed by the new row, so only a target that deletes "
+                "by whole row keeps it exact. Fix, for an exact copy in any target: add a "
+                f"primary key to {table.schema}.{table.name}."
+            )
 
 
 def _bind_tables(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 import typing as t
 import uuid
 
@@ -35,12 +36,17 @@ from tap_pgcdc.errors import (
 )
 from tap_pgcdc.output.changes import log_reader
 from tap_pgcdc.pg import wal
-from tap_pgcdc.pg.catalog import load_tables
+from tap_pgcdc.pg.catalog import load_tables, stream_id
 from tap_pgcdc.pg.connect import connect
 from tap_pgcdc.pg.lsn import format_lsn
 from tap_pgcdc.replication import server
 from tap_pgcdc.replication import slot as slots
-from tap_pgcdc.replication.identity import fetch_replica_identities, judge_replica_identity
+from tap_pgcdc.replication.identity import (
+    Uncapturable,
+    by_table,
+    fetch_replica_identities,
+    judge_replica_identity,
+)
 from tap_pgcdc.replication.publication import judge_publication
 from tap_pgcdc.replication.publication_ops import apply_publication, fetch_publication
 from tap_pgcdc.replication.reader import ReaderSettings
@@ -71,6 +77,43 @@ def bind_tables(control: psycopg2.extensions.connection, streams: Sequence[PgCdc
             )
             raise ConfigError(msg)
         stream.bind_table(table)
+
+
+def uncapturable(
+    control: psycopg2.extensions.connection, tables: Sequence[TableInfo]
+) -> dict[str, list[Uncapturable]]:
+    """The tables whose changes the log cannot carry or identify, by stream id, with why."""
+    if not tables:
+        return {}
+    verdicts = judge_replica_identity(fetch_replica_identities(control, tables))
+    return {stream_id(*top): found for top, found in by_table(verdicts).items()}
+
+
+def refuse_uncapturable(found: Mapping[str, Sequence[Uncapturable]]) -> list[ConfigError]:
+    """The LOG_BASED streams whose tables cannot be captured: one sentence per table, with fixes.
+
+    One error for all of them, so that a run names every table to fix at once.
+    """
+    sentences = [
+        verdict.sentence(
+            opening=f"Stream {stream} is LOG_BASED, but ",
+            alternative=f"; or set replication-method FULL_TABLE for stream {stream}",
+        )
+        for stream, verdicts in found.items()
+        for verdict in verdicts
+    ]
+    return [ConfigError(" ".join(sentences))] if sentences else []
+
+
+def full_table_warning(stream: str, verdicts: Sequence[Uncapturable]) -> str:
+    """What a FULL_TABLE stream that cannot be LOG_BASED is told each run: how to change that."""
+    fixes = "; ".join(verdict.fix for verdict in verdicts)
+    why = "; ".join(f"{verdict.display}: {verdict.why}" for verdict in verdicts)
+    return (
+        f"Stream {stream} is read in full every run (FULL_TABLE), because its changes cannot be "
+        f"captured from the log ({why}). To make it LOG_BASED: {fixes}; then set its "
+        "replication-method to LOG_BASED (or run --discover again)."
+    )
 
 
 def slot_facts(slot_name: str, existing: slots.SlotInfo | None) -> recovery.SlotFacts:
@@ -200,7 +243,7 @@ class Run:
                 server.judge_server(info, need_slots=(0 if existing else 1) + (1 if pending else 0))
             )
             tables = [s.table for s in log_streams]
-            self._check_replica_identity(control, tables)
+            raise_first(refuse_uncapturable(uncapturable(control, tables)))
             # Publication before slot: a change is published only if its table was in the
             # publication when the change was decoded.
             publication = fetch_publication(control, settings.publication_name, tables)
@@ -216,6 +259,9 @@ class Run:
             if pending:
                 self._snapshot_log_streams(pending)
 
+        tables_read_in_full = [s.table for s in full_streams if not s.table.is_view]
+        for name, verdicts in uncapturable(control, tables_read_in_full).items():
+            self.logger.warning("%s", full_table_warning(name, verdicts))
         for stream in full_streams:
             self._snapshot_full_table(stream)
 
@@ -266,19 +312,6 @@ class Run:
             stream.bookmark[RESNAPSHOT_KEY] = True
         self.logger.warning("%s", plan.describe(slot_missing=slot_missing))
 
-    def _check_replica_identity(
-        self, control: psycopg2.extensions.connection, tables: list[TableInfo]
-    ) -> None:
-        problems = judge_replica_identity(fetch_replica_identities(control, tables))
-        if problems:
-            msg = (
-                "Some LOG_BASED tables have no usable replica identity, so their UPDATEs and "
-                "DELETEs could not be captured (and would fail in Postgres once published): "
-                + "; ".join(problems)
-                + ". Alternatively set replication-method FULL_TABLE for those streams."
-            )
-            raise ConfigError(msg)
-
     def _snapshot_log_streams(self, pending: list[PgCdcStream]) -> None:
         """Snapshot streams inside a snapshot exported at a point the slot replays from."""
         temp_slot = f"tap_pgcdc_snap_{uuid.uuid4().hex[:12]}"
@@ -303,8 +336,13 @@ class Run:
                     self._sync_snapshot(stream, conn)
 
     def _snapshot_full_table(self, stream: PgCdcStream) -> None:
+        """Read the table in full as a new version (see `PgCdcStream.begin_full_table`)."""
+        self.activity = f"reading {stream.name} in full"
         with snapshot_connection(self.config) as conn:
+            stream.begin_full_table(time.time_ns() // 1_000_000)
             self._sync_snapshot(stream, conn)
+            stream.end_full_table()
+            stream.write_state()
 
     @staticmethod
     def _sync_snapshot(stream: PgCdcStream, conn: psycopg2.extensions.connection) -> None:

@@ -10,6 +10,11 @@ State of one stream, under `bookmarks[<stream>]`:
     snapshot  present while a snapshot is unfinished: {"lsn": consistent point it started at,
               "after": primary key (text values) of the last row emitted, or null}.
     version   table version for ACTIVATE_VERSION (bumped by TRUNCATE).
+
+A FULL_TABLE stream reads its table (or view) in full every run, as a new table version:
+    snapshot  present while a sync is unfinished: {"version": the version its records carry,
+              "after": key of the last row emitted (keyed tables), or null}.
+    full_table_version  the version of the last sync that started; its absence marks a first sync.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from tap_pgcdc.errors import ConfigError
 from tap_pgcdc.output import records
 from tap_pgcdc.output.fields import SDC_DELETED_AT, SDC_LSN
 from tap_pgcdc.pg.casters import raw_text_casters
-from tap_pgcdc.pg.catalog import ColumnInfo, TableInfo
+from tap_pgcdc.pg.catalog import ColumnInfo, TableInfo, split_stream_id
 from tap_pgcdc.pg.lsn import format_lsn, parse_lsn
 from tap_pgcdc.pg.quoting import quote_ident
 from tap_pgcdc.snapshot.chunks import JsonSnapshot
@@ -103,6 +108,11 @@ class PgCdcStream(SQLStream):
         return chosen
 
     @property
+    def emit_activate_version_messages(self) -> bool:
+        """Never the SDK's: `begin_full_table` and `end_full_table` write ACTIVATE_VERSION."""
+        return False
+
+    @property
     def is_log_based(self) -> bool:
         """Whether the stream follows the replication slot after its snapshot."""
         return self.replication_method == LOG_BASED
@@ -110,12 +120,12 @@ class PgCdcStream(SQLStream):
     @property
     def schema_name(self) -> str:
         """The table's schema, as the catalog names it."""
-        return str(self._root_metadata.get("schema-name") or self.name.split("-", 1)[0])
+        return str(self._root_metadata.get("schema-name") or split_stream_id(self.name)[0])
 
     @property
     def table_name(self) -> str:
         """The table's name, as the catalog names it."""
-        return str(self.catalog_entry.get("table_name") or self.name.split("-", 1)[1])
+        return str(self.catalog_entry.get("table_name") or split_stream_id(self.name)[1])
 
     def bind_table(self, table: TableInfo) -> None:
         """Attach the live table description (types for conversion, key, columns).
@@ -215,6 +225,42 @@ class PgCdcStream(SQLStream):
             self.set_log_position(consistent_point)
         self.snapshot_lsn = parse_lsn(self.bookmark["snapshot"]["lsn"])
 
+    # --- FULL_TABLE versions -------------------------------------------------------------------
+
+    def begin_full_table(self, now_ms: int) -> None:
+        """Choose the version of this FULL_TABLE sync, before its first record (Singer's convention).
+
+        An interrupted sync of a keyed table resumes after its last key with the same version, so
+        the rows it already sent stay. Any other sync is a new version, above every earlier one:
+        a keyless table or a view, read from the start again, must not keep the rows of the
+        interrupted attempt. The stream's first sync activates its version before the first
+        record, so the target shows the rows as they load; every completed sync activates it
+        after the last record (`end_full_table`), which drops the rows of older versions.
+        """
+        progress = self.bookmark.get("snapshot")
+        if (
+            isinstance(progress, dict)
+            and progress.get("version") is not None
+            and progress.get("after") is not None
+            and self.table.key
+        ):
+            self.table_version = int(progress["version"])
+            return
+        previous = self.bookmark.get("full_table_version")
+        version = max(now_ms, int(previous or 0) + 1)
+        self.bookmark["snapshot"] = {"version": version, "after": None}
+        self.bookmark["full_table_version"] = version
+        self.table_version = version
+        if previous is None:
+            self.write_schema()
+            sdk.write_activate_version(self, version)
+
+    def end_full_table(self) -> None:
+        """The sync is complete: the target keeps only the rows of this version."""
+        version = self.table_version
+        if version is not None:
+            sdk.write_activate_version(self, version)
+
     # --- snapshot -------------------------------------------------------------------------
 
     @property
@@ -245,6 +291,10 @@ class PgCdcStream(SQLStream):
         columns = self._snapshot_columns()
         raw_text_casters(conn, (col.type.oid for col in columns))
         progress = self.bookmark.setdefault("snapshot", {"after": None})
+        if progress.get("after") is not None and len(progress["after"]) != len(self.table.key):
+            # The key changed since the interrupted run (a new replica identity index): start
+            # over, which is safe (the log replays from the consistent point; targets upsert).
+            progress["after"] = None
         lines = records.snapshot_lines(self)
         if lines is not None:
             # Nothing the SDK does per record applies: the server renders the records' JSON
