@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 import typing as t
 import uuid
 
@@ -53,6 +52,7 @@ from tap_pgcdc.replication.reader import ReaderSettings
 from tap_pgcdc.replication.transport import ReplicationStream, SnapshotSession
 from tap_pgcdc.snapshot.session import snapshot_connection
 from tap_pgcdc.state import RESNAPSHOT_KEY, STATE_KEY, check_identity, identity_record
+from tap_pgcdc.streams import FULL_TABLE_VERSION
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -217,6 +217,11 @@ class Run:
         for stream in log_streams:
             # Records carry the table version of the last TRUNCATE or re-snapshot, across runs.
             stream.table_version = stream.bookmark.get("version")
+            if stream.bookmark.get("lsn") is None and stream.bookmark.pop(FULL_TABLE_VERSION, None):
+                # Read in full until now: its first snapshot is a new version, which drops the
+                # rows the target holds from those reads (rows deleted since, a keyless table's).
+                stream.bookmark.pop("snapshot", None)
+                stream.bookmark[RESNAPSHOT_KEY] = True
 
         slot_name = settings.slot_name
         confirm_lsn = 0
@@ -339,7 +344,7 @@ class Run:
         """Read the table in full as a new version (see `PgCdcStream.begin_full_table`)."""
         self.activity = f"reading {stream.name} in full"
         with snapshot_connection(self.config) as conn:
-            stream.begin_full_table(time.time_ns() // 1_000_000)
+            stream.begin_full_table(wal.current_wal_lsn(conn))
             self._sync_snapshot(stream, conn)
             stream.end_full_table()
             stream.write_state()

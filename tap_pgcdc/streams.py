@@ -14,7 +14,9 @@ State of one stream, under `bookmarks[<stream>]`:
 A FULL_TABLE stream reads its table (or view) in full every run, as a new table version:
     snapshot  present while a sync is unfinished: {"version": the version its records carry,
               "after": key of the last row emitted (keyed tables), or null}.
-    full_table_version  the version of the last sync that started; its absence marks a first sync.
+    full_table_version  the version of the last sync that started (a WAL position); its absence
+              marks a first sync. A stream switched to LOG_BASED drops it and is snapshotted as
+              a new version (ACTIVATE_VERSION first), which replaces the rows read in full.
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ LOG_BASED = "LOG_BASED"
 FULL_TABLE = "FULL_TABLE"
 
 DEFAULT_CHUNK_SIZE = 10_000
+
+# The bookmark of the version of a FULL_TABLE stream's last sync (see the module docstring).
+FULL_TABLE_VERSION = "full_table_version"
 
 
 class PgCdcStream(SQLStream):
@@ -227,11 +232,13 @@ class PgCdcStream(SQLStream):
 
     # --- FULL_TABLE versions -------------------------------------------------------------------
 
-    def begin_full_table(self, now_ms: int) -> None:
+    def begin_full_table(self, wal_position: int) -> None:
         """Choose the version of this FULL_TABLE sync, before its first record (Singer's convention).
 
-        An interrupted sync of a keyed table resumes after its last key with the same version, so
-        the rows it already sent stay. Any other sync is a new version, above every earlier one:
+        The version is the server's WAL position as the sync starts (above the last one's), so
+        that a stream's versions, FULL_TABLE or TRUNCATE's commit LSNs, compare across a change
+        of replication method. An interrupted sync of a keyed table resumes after its last key
+        with the same version, so the rows it already sent stay. Any other sync is a new version:
         a keyless table or a view, read from the start again, must not keep the rows of the
         interrupted attempt. The stream's first sync activates its version before the first
         record, so the target shows the rows as they load; every completed sync activates it
@@ -246,10 +253,10 @@ class PgCdcStream(SQLStream):
         ):
             self.table_version = int(progress["version"])
             return
-        previous = self.bookmark.get("full_table_version")
-        version = max(now_ms, int(previous or 0) + 1)
+        previous = self.bookmark.get(FULL_TABLE_VERSION)
+        version = max(wal_position, int(previous or 0) + 1)
         self.bookmark["snapshot"] = {"version": version, "after": None}
-        self.bookmark["full_table_version"] = version
+        self.bookmark[FULL_TABLE_VERSION] = version
         self.table_version = version
         if previous is None:
             self.write_schema()
