@@ -125,3 +125,28 @@ def test_every_kind_of_table_replicates_exactly_with_the_discovered_catalog(
         ("C5",),
         ("C6",),
     ]
+
+
+def test_target_duckdb_appends_full_table_streams_documented_limitation(
+    db: TestDb, pipeline: Pipeline
+) -> None:
+    """target-duckdb 0.8.0 ignores ACTIVATE_VERSION: each run appends a keyless stream again.
+
+    docs/targets.md says so and what to do instead. If this fails, the target (or the pin)
+    changed: update docs/targets.md.
+    """
+    db.execute(
+        "CREATE TABLE events (kind text, n integer); INSERT INTO events VALUES ('a', 1), ('b', 2);"
+        " CREATE TABLE base (id integer PRIMARY KEY, v text);"
+        " INSERT INTO base VALUES (1, 'one'), (2, 'two');"
+        " CREATE VIEW base_view AS SELECT id, v FROM base"
+    )
+    pipeline.run()
+    db.execute("DELETE FROM events WHERE kind = 'b'; DELETE FROM base WHERE id = 2")
+    pipeline.run()
+    with pipeline.duckdb() as ddb:
+        events = ddb.execute("SELECT kind, n FROM public.events ORDER BY kind, n").fetchall()
+        view = ddb.execute("SELECT id, v FROM public.base_view ORDER BY id, v").fetchall()
+    # Two runs, two copies; the deleted rows stay.
+    assert events == [("a", 1), ("a", 1), ("b", 2)]
+    assert view == [(1, "one"), (1, "one"), (2, "two")]

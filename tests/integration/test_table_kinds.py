@@ -268,3 +268,39 @@ def test_stream_ids_are_unique_and_reversible(db: TestDb) -> None:
 def test_stream_id_round_trip(schema: str, name: str) -> None:
     assert split_stream_id(stream_id(schema, name)) == (schema, name)
     assert stream_id("public", "orders") == "public-orders"  # earlier ids, earlier states
+
+
+def test_preflight_reports_each_kind_with_its_consequence_and_fix(db: TestDb) -> None:
+    db.execute(SCHEMA_SQL)
+    catalog = set_method(discover(db.config()), "LOG_BASED", "public-nothing")
+    run = run_tap(db.config(), catalog=catalog, args=["--test"], timeout=60)
+    assert run.returncode == 1
+    notes = [
+        line.split("Preflight: ", 1)[1] for line in run.stderr.splitlines() if "Preflight: " in line
+    ]
+    problems = [
+        line.split("Preflight problem ", 1)[1]
+        for line in run.stderr.splitlines()
+        if "Preflight problem " in line
+    ]
+    # Set to LOG_BASED against the catalog's advice: the one problem, with both ways out.
+    assert problems == [
+        "1 of 1: Stream public-nothing is LOG_BASED, but public.nothing cannot be captured from "
+        "the log: it has REPLICA IDENTITY NOTHING, so its UPDATEs and DELETEs cannot be "
+        "identified (Postgres refuses them while the table is published). Fix: ALTER TABLE "
+        '"public"."nothing" REPLICA IDENTITY FULL (or DEFAULT, if it has a primary key); or set '
+        "replication-method FULL_TABLE for stream public-nothing."
+    ]
+    # Read in full, with the way to LOG_BASED: each table the catalog offers as FULL_TABLE.
+    for name in set(UNCAPTURABLE) - {"public-nothing"}:
+        assert any(note.startswith(f"Stream {name} is read in full every run") for note in notes)
+    assert (
+        "Stream public-by_code: its key is code, the columns of its REPLICA IDENTITY USING INDEX "
+        "(the log identifies deleted and changed rows by them), not its primary key."
+    ) in notes
+    assert (
+        "Stream public-full_keyless has no key (REPLICA IDENTITY FULL, no primary key): a target "
+        "appends its records; an UPDATE arrives as the old row's deletion (_sdc_deleted_at set) "
+        "followed by the new row, so only a target that deletes by whole row keeps it exact. "
+        "Fix, for an exact copy in any target: add a primary key to public.full_keyless."
+    ) in notes
