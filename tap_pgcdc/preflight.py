@@ -164,6 +164,7 @@ def _note_tables(
     full_tables = [s.table for s in bound if s not in log_streams and not s.table.is_view]
     for name, verdicts in run.uncapturable(conn, full_tables).items():
         report.notes.append(run.full_table_warning(name, verdicts))
+    report.notes.extend(run.stale_keys(log_streams))
     for stream in log_streams:
         table = stream.table
         if table.replica_identity == "i" and table.key != table.primary_key:

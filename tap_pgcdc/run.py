@@ -116,6 +116,24 @@ def full_table_warning(stream: str, verdicts: Sequence[Uncapturable]) -> str:
     )
 
 
+def stale_keys(streams: Sequence[PgCdcStream]) -> list[str]:
+    """A warning per LOG_BASED stream whose catalog key is not what the log identifies rows by.
+
+    A delete or key change carries only the replica identity's columns (`TableInfo.key`): a
+    target keyed otherwise cannot apply it. A catalog discovered before the table's identity
+    changed (or edited) has such a key.
+    """
+    return [
+        f"Stream {stream.name}: its key_properties ({', '.join(stream.primary_keys) or 'none'}) "
+        f"are not the columns the log identifies its rows by "
+        f"({', '.join(stream.table.key) or 'none'}), so a target cannot apply its deletes and "
+        "key changes. Fix: run --discover again (or set its table-key-properties to those "
+        "columns)."
+        for stream in streams
+        if stream.is_log_based and list(stream.primary_keys or ()) != list(stream.table.key)
+    ]
+
+
 def slot_facts(slot_name: str, existing: slots.SlotInfo | None) -> recovery.SlotFacts:
     """The facts `recovery` judges, from the slot's row (None: no such slot)."""
     if existing is None:
@@ -249,6 +267,8 @@ class Run:
             )
             tables = [s.table for s in log_streams]
             raise_first(refuse_uncapturable(uncapturable(control, tables)))
+            for warning in stale_keys(log_streams):
+                self.logger.warning("%s", warning)
             # Publication before slot: a change is published only if its table was in the
             # publication when the change was decoded.
             publication = fetch_publication(control, settings.publication_name, tables)

@@ -304,3 +304,17 @@ def test_preflight_reports_each_kind_with_its_consequence_and_fix(db: TestDb) ->
         "followed by the new row, so only a target that deletes by whole row keeps it exact. "
         "Fix, for an exact copy in any target: add a primary key to public.full_keyless."
     ) in notes
+
+
+def test_a_catalog_key_the_log_does_not_identify_rows_by_is_warned_about(db: TestDb) -> None:
+    db.execute(SCHEMA_SQL)
+    catalog = discover(db.config())  # public-by_code keyed by its identity index: code
+    db.execute("ALTER TABLE by_code REPLICA IDENTITY DEFAULT")  # the log now sends the id
+    run = run_tap(db.config(), catalog=catalog).check()
+    assert [w.split(" | ")[-1] for w in _warnings(run) if "key_properties" in w] == [
+        "Stream public-by_code: its key_properties (code) are not the columns the log identifies "
+        "its rows by (id), so a target cannot apply its deletes and key changes. Fix: run "
+        "--discover again (or set its table-key-properties to those columns)."
+    ]
+    fresh = run_tap(db.config(), catalog=discover(db.config()), state=run.final_state).check()
+    assert not [w for w in _warnings(fresh) if "key_properties" in w]
