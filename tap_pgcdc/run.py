@@ -235,10 +235,12 @@ class Run:
         for stream in log_streams:
             # Records carry the table version of the last TRUNCATE or re-snapshot, across runs.
             stream.table_version = stream.bookmark.get("version")
-            if stream.bookmark.get("lsn") is None and stream.bookmark.pop(FULL_TABLE_VERSION, None):
-                # Read in full until now: its first snapshot is a new version, which drops the
-                # rows the target holds from those reads (rows deleted since, a keyless table's).
-                stream.bookmark.pop("snapshot", None)
+            if stream.bookmark.pop(FULL_TABLE_VERSION, None) is not None:
+                # Read in full until now: snapshotted again (a position from an earlier time as
+                # LOG_BASED is stale), as a new version, which drops the rows the target holds
+                # from the reads in full (rows deleted since, a keyless table's copies).
+                for key in ("lsn", "snapshot"):
+                    stream.bookmark.pop(key, None)
                 stream.bookmark[RESNAPSHOT_KEY] = True
 
         slot_name = settings.slot_name

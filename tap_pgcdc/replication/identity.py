@@ -48,7 +48,7 @@ class Uncapturable:
     top_name: str
     schema: str  # the table at fault
     name: str
-    why: str  # what is wrong, e.g. "it has REPLICA IDENTITY DEFAULT and no primary key"
+    why: str  # what is wrong, e.g. "it has no primary key and REPLICA IDENTITY DEFAULT"
     consequence: str  # what the log then does with its changes
     fix: str  # the statements that make it capturable, without a final period
 
