@@ -99,15 +99,15 @@ def _check(
         )
         return
     bound = _bind_tables(conn, streams, info.current_user, report)
-    log_streams = []
+    log_streams: list[PgCdcStream] = []
+    full_streams: list[PgCdcStream] = []
     for stream in bound:
         try:
-            if stream.is_log_based:
-                log_streams.append(stream)
+            (log_streams if stream.is_log_based else full_streams).append(stream)
         except TapPgCdcError as exc:
             report.problems.append(str(exc))
     report.notes.append(f"{len(streams)} selected stream(s), {len(log_streams)} of them LOG_BASED.")
-    _note_tables(conn, bound, log_streams, report)
+    _note_tables(conn, full_streams, log_streams, report)
     if not log_streams:
         return
 
@@ -154,15 +154,15 @@ def _check(
 
 def _note_tables(
     conn: psycopg2.extensions.connection,
-    bound: list[PgCdcStream],
+    full_streams: list[PgCdcStream],
     log_streams: list[PgCdcStream],
     report: Report,
 ) -> None:
     """What each kind of table gets: refused, read in full, keyed by an index, or keyless."""
     for name, verdicts in run.uncapturable(conn, [s.table for s in log_streams]).items():
         report.problems.extend(str(error) for error in run.refuse_uncapturable({name: verdicts}))
-    full_tables = [s.table for s in bound if s not in log_streams and not s.table.is_view]
-    for name, verdicts in run.uncapturable(conn, full_tables).items():
+    candidates = run.log_based_candidates(full_streams, conn.server_version)
+    for name, verdicts in run.uncapturable(conn, candidates).items():
         report.notes.append(run.full_table_warning(name, verdicts))
     report.notes.extend(run.stale_keys(log_streams))
     for stream in log_streams:

@@ -35,7 +35,12 @@ from tap_pgcdc.errors import (
 )
 from tap_pgcdc.output.changes import log_reader
 from tap_pgcdc.pg import wal
-from tap_pgcdc.pg.catalog import load_tables, stream_id
+from tap_pgcdc.pg.catalog import (
+    PUBLISH_PARTITION_ROOT_SINCE,
+    RELKIND_PARTITIONED,
+    load_tables,
+    stream_id,
+)
 from tap_pgcdc.pg.connect import connect
 from tap_pgcdc.pg.lsn import format_lsn
 from tap_pgcdc.replication import server
@@ -103,6 +108,21 @@ def refuse_uncapturable(found: Mapping[str, Sequence[Uncapturable]]) -> list[Con
         for verdict in verdicts
     ]
     return [ConfigError(" ".join(sentences))] if sentences else []
+
+
+def log_based_candidates(
+    full_streams: Sequence[PgCdcStream], server_version: int
+) -> list[TableInfo]:
+    """The tables of FULL_TABLE streams that could be LOG_BASED once fixed.
+
+    Not views, nor partitioned tables on PostgreSQL 12 (which cannot publish them).
+    """
+    return [
+        s.table
+        for s in full_streams
+        if not s.table.is_view
+        and (s.table.kind != RELKIND_PARTITIONED or server_version >= PUBLISH_PARTITION_ROOT_SINCE)
+    ]
 
 
 def full_table_warning(stream: str, verdicts: Sequence[Uncapturable]) -> str:
@@ -286,8 +306,8 @@ class Run:
             if pending:
                 self._snapshot_log_streams(pending)
 
-        tables_read_in_full = [s.table for s in full_streams if not s.table.is_view]
-        for name, verdicts in uncapturable(control, tables_read_in_full).items():
+        candidates = log_based_candidates(full_streams, info.version_num)
+        for name, verdicts in uncapturable(control, candidates).items():
             self.logger.warning("%s", full_table_warning(name, verdicts))
         for stream in full_streams:
             self._snapshot_full_table(stream)
