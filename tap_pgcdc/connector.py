@@ -25,6 +25,12 @@ from tap_pgcdc.pg.catalog import (
 from tap_pgcdc.pg.catalog import load_tables as load_catalog_tables
 from tap_pgcdc.pg.connect import SSL_SETTINGS, start_tunnel
 from tap_pgcdc.pg.connect import connect as pg_connect
+from tap_pgcdc.replication.identity import (
+    Uncapturable,
+    by_table,
+    fetch_replica_identities,
+    judge_replica_identity,
+)
 
 if t.TYPE_CHECKING:
     from collections.abc import Sequence
@@ -51,19 +57,28 @@ def table_schema(table: TableInfo, *, use_singer_decimal: bool) -> dict[str, t.A
 
 
 def catalog_entry(
-    table: TableInfo, *, use_singer_decimal: bool, publishable_parents: bool = True
+    table: TableInfo,
+    *,
+    use_singer_decimal: bool,
+    publishable_parents: bool = True,
+    uncapturable: Sequence[Uncapturable] = (),
 ) -> dict[str, t.Any]:
     """Build the Singer catalog entry (schema and metadata) of a table, as a dict.
 
     `publishable_parents` is false on PostgreSQL 12, whose partitions are streams of their own:
     a partitioned parent is then offered as FULL_TABLE and not selected by default (selected
     too, it would deliver every row twice).
+
+    `uncapturable`: why the log cannot carry the table's changes (replication/identity.py). Such
+    a table is offered as FULL_TABLE, as the user's default `replication-method` rather than a
+    `forced-replication-method`: once the table is fixed, the user may set it to LOG_BASED. The
+    root metadata `full-table-reason` says why and how.
     """
     schema = table_schema(table, use_singer_decimal=use_singer_decimal)
     unpublishable_parent = table.kind == RELKIND_PARTITIONED and not publishable_parents
     # Views and materialized views have no change stream: they can only be re-read in full.
     full_only = table.is_view or unpublishable_parent
-    method = "FULL_TABLE" if full_only else "LOG_BASED"
+    method = "FULL_TABLE" if full_only or uncapturable else "LOG_BASED"
     metadata = MetadataMapping.get_standard_metadata(
         schema=schema,
         schema_name=table.schema,
@@ -92,6 +107,11 @@ def catalog_entry(
                     "replication-method": method,
                 }
             )
+            if uncapturable and not full_only:
+                item["metadata"]["full-table-reason"] = " ".join(
+                    verdict.sentence(alternative=", then set replication-method LOG_BASED")
+                    for verdict in uncapturable
+                )
     return entry
 
 
@@ -134,32 +154,42 @@ class PgCdcConnector(SQLConnector):
         """The tables the settings' filters select (only those in `oids`, if given)."""
         conn = self.open()
         try:
-            return load_catalog_tables(
-                conn,
-                filter_schemas=self.config.get("filter_schemas"),
-                filter_tables=self.config.get("filter_tables"),
-                oids=oids,
+            return self._load_tables(conn, oids)
+        finally:
+            conn.close()
+
+    def _load_tables(
+        self, conn: psycopg2.extensions.connection, oids: Sequence[int] | None = None
+    ) -> list[TableInfo]:
+        return load_catalog_tables(
+            conn,
+            filter_schemas=self.config.get("filter_schemas"),
+            filter_tables=self.config.get("filter_tables"),
+            oids=oids,
+        )
+
+    def discover_catalog_entries(self, **_: t.Any) -> list[dict[str, t.Any]]:
+        """Every readable table, partitioned parent, view and materialized view.
+
+        Tables whose changes the log cannot carry or identify are offered as FULL_TABLE.
+        """
+        conn = self.open()
+        try:
+            tables = self._load_tables(conn)
+            publishable_parents = conn.server_version >= PUBLISH_PARTITION_ROOT_SINCE
+            verdicts = by_table(
+                judge_replica_identity(
+                    fetch_replica_identities(conn, [tbl for tbl in tables if not tbl.is_view])
+                )
             )
         finally:
             conn.close()
-
-    @cached_property
-    def server_version(self) -> int:
-        """The server's server_version_num."""
-        conn = self.open()
-        try:
-            return int(conn.server_version)
-        finally:
-            conn.close()
-
-    def discover_catalog_entries(self, **_: t.Any) -> list[dict[str, t.Any]]:
-        """Every readable table, partitioned parent, view and materialized view."""
-        publishable_parents = self.server_version >= PUBLISH_PARTITION_ROOT_SINCE
         return [
             catalog_entry(
                 table,
                 use_singer_decimal=self.use_singer_decimal,
                 publishable_parents=publishable_parents,
+                uncapturable=verdicts.get((table.schema, table.name), ()),
             )
-            for table in self.load_tables()
+            for table in tables
         ]

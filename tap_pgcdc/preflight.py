@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import psycopg2
 
-from tap_pgcdc import recovery, run
+from tap_pgcdc import checks, recovery
 from tap_pgcdc.errors import TapPgCdcError
 from tap_pgcdc.pg.catalog import load_tables
 from tap_pgcdc.pg.connect import connect
@@ -24,7 +24,6 @@ from tap_pgcdc.pg.quoting import quote_ident
 from tap_pgcdc.replication import server
 from tap_pgcdc.replication import slot as slots
 from tap_pgcdc.replication.blockers import fetch_blockers, prepared_problem
-from tap_pgcdc.replication.identity import fetch_replica_identities, judge_replica_identity
 from tap_pgcdc.replication.publication import judge_publication
 from tap_pgcdc.replication.publication_ops import fetch_publication
 from tap_pgcdc.replication.transport import open_replication_connection
@@ -101,14 +100,15 @@ def _check(
         )
         return
     bound = _bind_tables(conn, streams, info.current_user, report)
-    log_streams = []
+    log_streams: list[PgCdcStream] = []
+    full_streams: list[PgCdcStream] = []
     for stream in bound:
         try:
-            if stream.is_log_based:
-                log_streams.append(stream)
+            (log_streams if stream.is_log_based else full_streams).append(stream)
         except TapPgCdcError as exc:
             report.problems.append(str(exc))
     report.notes.append(f"{len(streams)} selected stream(s), {len(log_streams)} of them LOG_BASED.")
+    _note_tables(conn, full_streams, log_streams, report)
     if not log_streams:
         return
 
@@ -121,8 +121,8 @@ def _check(
         # Raises where a run would stop (on_slot_lost = fail); with resnapshot it names the
         # streams a run would snapshot again.
         plan = recovery.plan_slot_recovery(
-            run.slot_facts(slot_name, existing),
-            run.log_positions(log_streams),
+            checks.slot_facts(slot_name, existing),
+            checks.log_positions(log_streams),
             resnapshot=settings.resnapshot_on_slot_lost,
         )
         if plan.needed:
@@ -135,7 +135,7 @@ def _check(
     try:
         published = recovery.plan_publication_recovery(
             settings.publication_name,
-            *run.publishing(publication, log_streams),
+            *checks.publishing(publication, log_streams),
             resnapshot=settings.resnapshot_on_slot_lost,
         )
         if published.needed:
@@ -149,10 +149,6 @@ def _check(
     if not refused:  # else the server would refuse the connection for a reason already listed
         _check_replication_connection(config, report)
 
-    report.problems.extend(
-        f"{problem} (Alternatively set replication-method FULL_TABLE for the stream.)"
-        for problem in judge_replica_identity(fetch_replica_identities(conn, tables))
-    )
     report.problems.extend(
         str(problem)
         for problem in judge_publication(publication, create=settings.create_publication)
@@ -176,6 +172,37 @@ def _check(
             report,
         )
     _note_slot(conn, slot_name, existing, report)
+
+
+def _note_tables(
+    conn: psycopg2.extensions.connection,
+    full_streams: list[PgCdcStream],
+    log_streams: list[PgCdcStream],
+    report: Report,
+) -> None:
+    """What each kind of table gets: refused, read in full, keyed by an index, or keyless."""
+    for name, verdicts in checks.uncapturable(conn, [s.table for s in log_streams]).items():
+        report.problems.extend(str(error) for error in checks.refuse_uncapturable({name: verdicts}))
+    candidates = checks.log_based_candidates(full_streams, conn.server_version)
+    for name, verdicts in checks.uncapturable(conn, candidates).items():
+        report.notes.append(checks.full_table_warning(name, verdicts))
+    report.notes.extend(checks.stale_keys(log_streams))
+    for stream in log_streams:
+        table = stream.table
+        if table.replica_identity == "i" and table.key != table.primary_key:
+            report.notes.append(
+                f"Stream {stream.name}: its key is {', '.join(table.key)}, the columns of its "
+                "REPLICA IDENTITY USING INDEX (the log identifies deleted and changed rows by "
+                "them), not its primary key."
+            )
+        elif not table.key and table.replica_identity == "f":
+            report.notes.append(
+                f"Stream {stream.name} has no key (REPLICA IDENTITY FULL, no primary key): a "
+                "target appends its records; an UPDATE arrives as the old row's deletion "
+                "(_sdc_deleted_at set) followed by the new row, so only a target that deletes "
+                "by whole row keeps it exact. Fix, for an exact copy in any target: add a "
+                f"primary key to {table.schema}.{table.name}."
+            )
 
 
 def _bind_tables(

@@ -25,8 +25,18 @@ import psycopg2.errors
 from singer_sdk.exceptions import AbortedSyncFailedException, AbortedSyncPausedException
 
 from tap_pgcdc import recovery
+from tap_pgcdc.checks import (
+    bind_tables,
+    full_table_warning,
+    log_based_candidates,
+    log_positions,
+    publishing,
+    refuse_uncapturable,
+    slot_facts,
+    stale_keys,
+    uncapturable,
+)
 from tap_pgcdc.errors import (
-    ConfigError,
     ConnectionLost,
     PrivilegeError,
     ReplicationError,
@@ -36,14 +46,12 @@ from tap_pgcdc.errors import (
 )
 from tap_pgcdc.output.changes import log_reader
 from tap_pgcdc.pg import wal
-from tap_pgcdc.pg.catalog import load_tables
 from tap_pgcdc.pg.connect import connect
 from tap_pgcdc.pg.lsn import format_lsn
 from tap_pgcdc.pg.quoting import quote_literal
 from tap_pgcdc.replication import server
 from tap_pgcdc.replication import slot as slots
 from tap_pgcdc.replication.blockers import wait_for_prepared
-from tap_pgcdc.replication.identity import fetch_replica_identities, judge_replica_identity
 from tap_pgcdc.replication.publication import judge_publication, membership
 from tap_pgcdc.replication.publication_ops import apply_publication, fetch_publication
 from tap_pgcdc.replication.reader import ReaderSettings
@@ -56,66 +64,16 @@ from tap_pgcdc.state import (
     check_identity,
     identity_record,
     publication_record,
-    recorded_publication,
 )
+from tap_pgcdc.streams import FULL_TABLE_VERSION
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
     import psycopg2.extensions
 
-    from tap_pgcdc.pg.catalog import TableInfo
-    from tap_pgcdc.replication.publication import PublicationFacts
     from tap_pgcdc.settings import Settings
     from tap_pgcdc.streams import PgCdcStream
-
-
-def bind_tables(control: psycopg2.extensions.connection, streams: Sequence[PgCdcStream]) -> None:
-    """Attach each stream to its live table; a stream whose table is gone is an error."""
-    tables = {tbl.stream_name: tbl for tbl in load_tables(control)}
-    for stream in streams:
-        table = tables.get(stream.name)
-        if table is None:
-            msg = (
-                f"Stream {stream.name}: table {stream.schema_name}.{stream.table_name} does not "
-                "exist or this role cannot SELECT it. Fix: GRANT SELECT ON it to the tap's user, "
-                "or deselect the stream (run --discover again after schema changes)."
-            )
-            raise ConfigError(msg)
-        stream.bind_table(table)
-
-
-def slot_facts(slot_name: str, existing: slots.SlotInfo | None) -> recovery.SlotFacts:
-    """The facts `recovery` judges, from the slot's row (None: no such slot)."""
-    if existing is None:
-        return recovery.SlotFacts(name=slot_name, exists=False)
-    return recovery.SlotFacts(
-        name=slot_name,
-        exists=True,
-        confirmed_flush_lsn=existing.confirmed_flush_lsn,
-        invalidation=slots.invalidation(existing),
-    )
-
-
-def log_positions(streams: Sequence[PgCdcStream]) -> dict[str, int | None]:
-    """Each stream's log bookmark (None: not snapshotted yet)."""
-    return {stream.name: stream.log_position for stream in streams}
-
-
-def publishing(
-    facts: PublicationFacts, streams: Sequence[PgCdcStream]
-) -> tuple[int | None, list[recovery.Publishing]]:
-    """The publication's OID now (None: missing) and each stream's membership, then and now."""
-    publication = facts.publication
-    return publication.oid if publication else None, [
-        recovery.Publishing(
-            stream=stream.name,
-            position=stream.log_position,
-            recorded=recorded_publication(stream.bookmark),
-            member=membership(publication, facts.catalog.get(stream.table.oid)),
-        )
-        for stream in streams
-    ]
 
 
 def dry_run(config: Mapping[str, t.Any], streams: Sequence[PgCdcStream], limit: int | None) -> None:
@@ -202,6 +160,13 @@ class Run:
         for stream in log_streams:
             # Records carry the table version of the last TRUNCATE or re-snapshot, across runs.
             stream.table_version = stream.bookmark.get("version")
+            if stream.bookmark.pop(FULL_TABLE_VERSION, None) is not None:
+                # Read in full until now: snapshotted again (a position from an earlier time as
+                # LOG_BASED is stale), as a new version, which drops the rows the target holds
+                # from the reads in full (rows deleted since, a keyless table's copies).
+                for key in ("lsn", "snapshot"):
+                    stream.bookmark.pop(key, None)
+                stream.bookmark[RESNAPSHOT_KEY] = True
 
         slot_name = settings.slot_name
         confirm_lsn = 0
@@ -237,7 +202,9 @@ class Run:
             raise_first(
                 server.judge_server(info, need_slots=(0 if existing else 1) + (1 if pending else 0))
             )
-            self._check_replica_identity(control, tables)
+            raise_first(refuse_uncapturable(uncapturable(control, tables)))
+            for warning in stale_keys(log_streams):
+                self.logger.warning("%s", warning)
             # Publication before slot: a change is published only if its table was in the
             # publication when the change was decoded.
             raise_first(judge_publication(publication, create=settings.create_publication))
@@ -253,6 +220,9 @@ class Run:
             if pending:
                 self._snapshot_log_streams(control, pending)
 
+        candidates = log_based_candidates(full_streams, info.version_num)
+        for name, verdicts in uncapturable(control, candidates).items():
+            self.logger.warning("%s", full_table_warning(name, verdicts))
         for stream in full_streams:
             self._snapshot_full_table(stream)
 
@@ -328,19 +298,6 @@ class Run:
             if member is not None:
                 stream.bookmark[PUBLICATION_KEY] = publication_record(publication.oid, member)
 
-    def _check_replica_identity(
-        self, control: psycopg2.extensions.connection, tables: list[TableInfo]
-    ) -> None:
-        problems = judge_replica_identity(fetch_replica_identities(control, tables))
-        if problems:
-            msg = (
-                "Some LOG_BASED tables have no usable replica identity, so their UPDATEs and "
-                "DELETEs could not be captured (and would fail in Postgres once published): "
-                + "; ".join(problems)
-                + ". Alternatively set replication-method FULL_TABLE for those streams."
-            )
-            raise ConfigError(msg)
-
     def _snapshot_log_streams(
         self, control: psycopg2.extensions.connection, pending: list[PgCdcStream]
     ) -> None:
@@ -372,8 +329,13 @@ class Run:
                     self._sync_snapshot(stream, conn)
 
     def _snapshot_full_table(self, stream: PgCdcStream) -> None:
+        """Read the table in full as a new version (see `PgCdcStream.begin_full_table`)."""
+        self.activity = f"reading {stream.name} in full"
         with snapshot_connection(self.config) as conn:
+            stream.begin_full_table(wal.current_wal_lsn(conn))
             self._sync_snapshot(stream, conn)
+            stream.end_full_table()
+            stream.write_state()
 
     @staticmethod
     def _sync_snapshot(stream: PgCdcStream, conn: psycopg2.extensions.connection) -> None:

@@ -10,6 +10,13 @@ State of one stream, under `bookmarks[<stream>]`:
     snapshot  present while a snapshot is unfinished: {"lsn": consistent point it started at,
               "after": primary key (text values) of the last row emitted, or null}.
     version   table version for ACTIVATE_VERSION (bumped by TRUNCATE).
+
+A FULL_TABLE stream reads its table (or view) in full every run, as a new table version:
+    snapshot  present while a sync is unfinished: {"version": the version its records carry,
+              "after": key of the last row emitted (keyed tables), or null}.
+    full_table_version  the version of the last sync that started (a WAL position); its absence
+              marks a first sync. A stream switched to LOG_BASED drops it and is snapshotted as
+              a new version (ACTIVATE_VERSION first), which replaces the rows read in full.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from tap_pgcdc.errors import ConfigError
 from tap_pgcdc.output import records
 from tap_pgcdc.output.fields import SDC_DELETED_AT, SDC_LSN
 from tap_pgcdc.pg.casters import raw_text_casters
-from tap_pgcdc.pg.catalog import ColumnInfo, TableInfo
+from tap_pgcdc.pg.catalog import ColumnInfo, TableInfo, split_stream_id
 from tap_pgcdc.pg.lsn import format_lsn, parse_lsn
 from tap_pgcdc.pg.quoting import quote_ident
 from tap_pgcdc.snapshot.chunks import JsonSnapshot
@@ -45,6 +52,9 @@ LOG_BASED = "LOG_BASED"
 FULL_TABLE = "FULL_TABLE"
 
 DEFAULT_CHUNK_SIZE = 10_000
+
+# The bookmark of the version of a FULL_TABLE stream's last sync (see the module docstring).
+FULL_TABLE_VERSION = "full_table_version"
 
 
 class PgCdcStream(SQLStream):
@@ -103,6 +113,11 @@ class PgCdcStream(SQLStream):
         return chosen
 
     @property
+    def emit_activate_version_messages(self) -> bool:
+        """Never the SDK's: `begin_full_table` and `end_full_table` write ACTIVATE_VERSION."""
+        return False
+
+    @property
     def is_log_based(self) -> bool:
         """Whether the stream follows the replication slot after its snapshot."""
         return self.replication_method == LOG_BASED
@@ -110,12 +125,12 @@ class PgCdcStream(SQLStream):
     @property
     def schema_name(self) -> str:
         """The table's schema, as the catalog names it."""
-        return str(self._root_metadata.get("schema-name") or self.name.split("-", 1)[0])
+        return str(self._root_metadata.get("schema-name") or split_stream_id(self.name)[0])
 
     @property
     def table_name(self) -> str:
         """The table's name, as the catalog names it."""
-        return str(self.catalog_entry.get("table_name") or self.name.split("-", 1)[1])
+        return str(self.catalog_entry.get("table_name") or split_stream_id(self.name)[1])
 
     def bind_table(self, table: TableInfo) -> None:
         """Attach the live table description (types for conversion, key, columns).
@@ -215,6 +230,44 @@ class PgCdcStream(SQLStream):
             self.set_log_position(consistent_point)
         self.snapshot_lsn = parse_lsn(self.bookmark["snapshot"]["lsn"])
 
+    # --- FULL_TABLE versions -------------------------------------------------------------------
+
+    def begin_full_table(self, wal_position: int) -> None:
+        """Choose the version of this FULL_TABLE sync, before its first record (Singer's convention).
+
+        The version is the server's WAL position as the sync starts (above the last one's), so
+        that a stream's versions, FULL_TABLE or TRUNCATE's commit LSNs, compare across a change
+        of replication method. An interrupted sync of a keyed table resumes after its last key
+        with the same version, so the rows it already sent stay. Any other sync is a new version:
+        a keyless table or a view, read from the start again, must not keep the rows of the
+        interrupted attempt. The stream's first sync activates its version before the first
+        record, so the target shows the rows as they load; every completed sync activates it
+        after the last record (`end_full_table`), which drops the rows of older versions.
+        """
+        progress = self.bookmark.get("snapshot")
+        if (
+            isinstance(progress, dict)
+            and progress.get("version") is not None
+            and progress.get("after") is not None
+            and self.table.key
+        ):
+            self.table_version = int(progress["version"])
+            return
+        previous = self.bookmark.get(FULL_TABLE_VERSION)
+        version = max(wal_position, int(previous or 0) + 1)
+        self.bookmark["snapshot"] = {"version": version, "after": None}
+        self.bookmark[FULL_TABLE_VERSION] = version
+        self.table_version = version
+        if previous is None:
+            self.write_schema()
+            sdk.write_activate_version(self, version)
+
+    def end_full_table(self) -> None:
+        """The sync is complete: the target keeps only the rows of this version."""
+        version = self.table_version
+        if version is not None:
+            sdk.write_activate_version(self, version)
+
     # --- snapshot -------------------------------------------------------------------------
 
     @property
@@ -245,6 +298,10 @@ class PgCdcStream(SQLStream):
         columns = self._snapshot_columns()
         raw_text_casters(conn, (col.type.oid for col in columns))
         progress = self.bookmark.setdefault("snapshot", {"after": None})
+        if progress.get("after") is not None and len(progress["after"]) != len(self.table.key):
+            # The key changed since the interrupted run (a new replica identity index): start
+            # over, which is safe (the log replays from the consistent point; targets upsert).
+            progress["after"] = None
         lines = records.snapshot_lines(self)
         if lines is not None:
             # Nothing the SDK does per record applies: the server renders the records' JSON

@@ -58,6 +58,14 @@ class MemoryTarget:
         table = self.tables[message["stream"]]
         record = message["record"]
         if not table.key:
+            if record.get("_sdc_deleted_at"):
+                # A keyless stream's deletion names the row by all its values: drop one such row.
+                values = _values(record)
+                for i, row in enumerate(table.appended):
+                    if _values(row) == values:
+                        del table.appended[i]
+                        break
+                return
             table.appended.append({**record, "_version": message.get("version")})
             return
         key = tuple(record[k] for k in table.key)
@@ -71,9 +79,16 @@ class MemoryTarget:
         table.versions[key] = message.get("version")
 
     def rows(self, stream: str) -> list[dict[str, Any]]:
-        """Rows sorted by key, without the _sdc metadata columns."""
+        """Rows sorted by key (a keyless stream's: by value), without the _sdc metadata columns."""
         table = self.tables[stream]
+        if not table.key:
+            return sorted((_values(row) for row in table.appended), key=repr)
         out = [
             {k: v for k, v in row.items() if k not in META} for _, row in sorted(table.rows.items())
         ]
         return out
+
+
+def _values(record: dict[str, Any]) -> dict[str, Any]:
+    """A record's column values, without the _sdc metadata and the version."""
+    return {k: v for k, v in record.items() if k not in META and k != "_version"}

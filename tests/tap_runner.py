@@ -115,3 +115,21 @@ def select_streams(catalog: dict[str, Any], names: set[str] | None) -> dict[str,
             if item["breadcrumb"] == []:
                 item["metadata"]["selected"] = chosen
     return catalog
+
+
+def set_method(catalog: dict[str, Any], method: str, *names: str) -> dict[str, Any]:
+    """A copy of the catalog with `replication-method` set as Meltano's `metadata` extra sets it."""
+    catalog = json.loads(json.dumps(catalog))
+    for stream in catalog["streams"]:
+        if stream["tap_stream_id"] in names:
+            for item in stream["metadata"]:
+                if item["breadcrumb"] == []:
+                    item["metadata"]["replication-method"] = method
+    return catalog
+
+
+def root_metadata(catalog: dict[str, Any], name: str) -> dict[str, Any]:
+    """The root metadata of stream `name`."""
+    (stream,) = [s for s in catalog["streams"] if s["tap_stream_id"] == name]
+    (root,) = [item["metadata"] for item in stream["metadata"] if item["breadcrumb"] == []]
+    return dict(root)

@@ -258,10 +258,15 @@ class ChangeTarget:
         if old is not None and plan.key_positions:
             old_key = plan.key_text(old)
             if old_key != plan.key_text(message.new):
-                # The primary key changed: the old row is gone under its old key.
+                # The key changed: the old row is gone under its old key.
                 old_record = plan.old_row(old, message.old_kind or "K")
                 self._write(_meta(old_record, begin, deleted=True), begin)
                 written += 1
+        elif old is not None and message.old_kind == "O":
+            # A table without key under REPLICA IDENTITY FULL: the row is known only by all its
+            # values, so the update is the old row's deletion, then the new row.
+            self._write(_meta(plan.old_row(old, "O"), begin, deleted=True), begin)
+            written += 1
         if self._tuple(message.new, begin, deleted=False, key=False):
             return written + 1
         full_old = old if message.old_kind == "O" else None

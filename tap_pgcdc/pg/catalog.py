@@ -53,14 +53,17 @@ class TableInfo:
     name: str
     kind: str  # pg_class.relkind
     columns: tuple[ColumnInfo, ...]
-    key: tuple[str, ...]  # primary key column names, in key order
+    # The columns the log identifies a row by, in key order: the replica identity index's under
+    # REPLICA IDENTITY USING INDEX, else the primary key's (none for a table without one).
+    key: tuple[str, ...]
     row_estimate: int
     replica_identity: str  # pg_class.relreplident: d default, n nothing, f full, i index
+    primary_key: tuple[str, ...] = ()  # the primary key's columns, in key order
 
     @property
     def stream_name(self) -> str:
-        """The Singer stream name: `schema-name`."""
-        return f"{self.schema}-{self.name}"
+        """The Singer stream id: `schema-name`, the schema escaped (see `stream_id`)."""
+        return stream_id(self.schema, self.name)
 
     @property
     def is_view(self) -> bool:
@@ -83,6 +86,29 @@ class TableInfo:
                 return col
         msg = f"{self.schema}.{self.name} has no column {name!r}"
         raise KeyError(msg)
+
+
+def stream_id(schema: str, name: str) -> str:
+    """The Singer stream id of a table: `schema-name`, unique and reversible.
+
+    The first unescaped `-` separates the schema from the name, so `%` and `-` in the schema are
+    written `%25` and `%2D`; the name is kept as is. `"x-y".z` is `x%2Dy-z`, `x."y-z"` is
+    `x-y-z`. Ids of schemas without `-` or `%` are the plain `schema-name` of earlier versions.
+    """
+    return f"{schema.replace('%', '%25').replace('-', '%2D')}-{name}"
+
+
+def split_stream_id(stream: str) -> tuple[str, str]:
+    """The schema and the name a stream id stands for (the inverse of `stream_id`).
+
+    Raises:
+        ValueError: `stream` has no `-`.
+    """
+    schema, sep, name = stream.partition("-")
+    if not sep:
+        msg = f"stream id {stream!r} has no '-' between schema and table"
+        raise ValueError(msg)
+    return schema.replace("%2D", "-").replace("%25", "%"), name
 
 
 _TABLES_SQL = """
@@ -113,6 +139,9 @@ JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnu
 WHERE i.indisprimary AND i.indrelid = ANY(%s)
 GROUP BY i.indrelid
 """
+
+# The index REPLICA IDENTITY USING INDEX names (if it still exists): what the log identifies by.
+_IDENTITY_INDEX_SQL = _PKEY_SQL.replace("i.indisprimary", "i.indisreplident")
 
 # Types are resolved recursively: arrays to their element, domains to their base type.
 _TYPES_SQL = """
@@ -206,6 +235,8 @@ def load_tables(
         columns = cur.fetchall()
         cur.execute(_PKEY_SQL, (table_oids,))
         keys = {row[0]: tuple(row[1]) for row in cur.fetchall()}
+        cur.execute(_IDENTITY_INDEX_SQL, (table_oids,))
+        identity_keys = {row[0]: tuple(row[1]) for row in cur.fetchall()}
     types = resolve_types(conn, (row[3] for row in columns))
     by_table: dict[int, list[ColumnInfo]] = {}
     for relid, name, attnum, typid, typmod, not_null, generated, sql_type in columns:
@@ -227,9 +258,10 @@ def load_tables(
             name=name,
             kind=kind,
             columns=tuple(by_table.get(oid, ())),
-            key=keys.get(oid, ()),
+            key=(identity_keys.get(oid) if replident == "i" else None) or keys.get(oid, ()),
             row_estimate=max(int(reltuples), 0),
             replica_identity=replident,
+            primary_key=keys.get(oid, ()),
         )
         for oid, schema, name, kind, reltuples, replident in tables
     ]

@@ -24,7 +24,7 @@ from tests.conftest import TestDb
 from tests.integration.test_kill_campaign import KillableRun
 from tests.memory_target import MemoryTarget
 from tests.pgserver import PgServer, free_port, start_server
-from tests.tap_runner import TapRun, discover, run_tap
+from tests.tap_runner import TapRun, discover, run_tap, set_method
 
 BOUND_SECONDS = 30
 PASSWORD = "Pr0per-Secret-7f3a"
@@ -221,10 +221,26 @@ def test_publication_owned_by_another_role_is_refused(
 
 
 def test_table_without_replica_identity_is_refused_before_any_change(db: TestDb) -> None:
-    db.execute("CREATE TABLE keyless (a int, b text); CREATE TABLE keyed (id int PRIMARY KEY)")
-    line = assert_refused(run_tap(db.config(), timeout=60))
-    assert "public.keyless has no replica identity" in line
-    assert 'Fix: ALTER TABLE "public"."keyless" REPLICA IDENTITY FULL;' in line
+    """Discovery offers the table as FULL_TABLE; a user who sets it to LOG_BASED is refused."""
+    db.execute(
+        "CREATE TABLE keyless (a int, b text); CREATE TABLE keyed (id int PRIMARY KEY);"
+        " CREATE UNLOGGED TABLE scratch (id int PRIMARY KEY)"
+    )
+    catalog = set_method(
+        discover(db.config()), "LOG_BASED", "public-keyless", "public-scratch", "public-keyed"
+    )
+    line = assert_refused(run_tap(db.config(), catalog=catalog, timeout=60))
+    # One sentence per table, each with its fix; no "..", no "Alternatively".
+    assert line.split(" | ")[-1] == (
+        "Stream public-keyless is LOG_BASED, but public.keyless cannot be captured from the log: "
+        "it has no primary key and REPLICA IDENTITY DEFAULT, so its UPDATEs and DELETEs cannot "
+        "be identified (Postgres refuses them while the table is published). Fix: ALTER TABLE "
+        '"public"."keyless" REPLICA IDENTITY FULL, or add a primary key; or set '
+        "replication-method FULL_TABLE for stream public-keyless. Stream public-scratch is "
+        "LOG_BASED, but public.scratch cannot be captured from the log: it is UNLOGGED, so none "
+        'of its changes reach the WAL. Fix: ALTER TABLE "public"."scratch" SET LOGGED; or set '
+        "replication-method FULL_TABLE for stream public-scratch."
+    )
     assert slots_and_publications(db.server, db.name) == ([], [])
     # Postgres still accepts UPDATEs on it: nothing was published.
     db.execute("INSERT INTO keyless VALUES (1, 'x'); UPDATE keyless SET b = 'y'")

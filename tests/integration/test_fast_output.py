@@ -141,7 +141,8 @@ def records(run: TapRun, *, snapshot: bool) -> list[dict[str, Any]]:
     """RECORD messages without time_extracted, in output order.
 
     Two runs that each snapshot a LOG_BASED table do so at their own consistent point, so
-    `snapshot` masks the position a snapshot record carries in `_sdc_lsn`.
+    `snapshot` masks the position a snapshot record carries in `_sdc_lsn`, and the version of a
+    FULL_TABLE sync (the time it started).
     """
     out = []
     for message in run.messages:
@@ -149,6 +150,8 @@ def records(run: TapRun, *, snapshot: bool) -> list[dict[str, Any]]:
             assert message.pop("time_extracted", None) is not None
             if snapshot and isinstance(message["record"].get("_sdc_lsn"), int):
                 message["record"]["_sdc_lsn"] = "consistent point"
+            if snapshot and isinstance(message.get("version"), int):
+                message["version"] = "sync version"
             out.append(message)
     return out
 

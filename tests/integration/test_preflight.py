@@ -8,7 +8,7 @@ from tap_pgcdc.pg.quoting import quote_ident
 from tests.conftest import TestDb
 from tests.memory_target import MemoryTarget
 from tests.pgserver import PgServer, start_server
-from tests.tap_runner import TapRun, discover, run_tap
+from tests.tap_runner import TapRun, discover, run_tap, set_method
 
 BOUND_SECONDS = 30
 
@@ -82,7 +82,8 @@ def test_every_problem_is_listed_at_once_with_its_fix(
     db.execute(
         "SELECT pg_create_logical_replication_slot(%s, 'test_decoding')", (config["slot_name"],)
     )
-    catalog = discover(db.config())  # as the superuser: all three tables selected
+    # As the superuser: all three tables selected; nopk, offered as FULL_TABLE, set to LOG_BASED.
+    catalog = set_method(discover(db.config()), "LOG_BASED", "public-nopk")
     before = footprint(db.server, db.name)
     run = run_tap(config, catalog=catalog, args=["--test"], timeout=60)
     assert run.returncode == 1
@@ -91,7 +92,7 @@ def test_every_problem_is_listed_at_once_with_its_fix(
     expected = [
         f"role '{role}' may not read table public.hidden",
         f"Role '{role}' may not use replication",
-        "public.nopk has no replica identity",
+        "Stream public-nopk is LOG_BASED, but public.nopk cannot be captured from the log",
         f"Publication '{config['publication_name']}' is owned by role 'postgres'",
         "uses the output plugin 'test_decoding'",
     ]
@@ -104,7 +105,7 @@ def test_every_problem_is_listed_at_once_with_its_fix(
 
 
 def test_server_settings_are_all_reported() -> None:
-    """wal_level, slot and WAL sender headroom, replica identity: four problems, one run."""
+    """wal_level, slot and WAL sender headroom: three problems, one run; a keyless table noted."""
     server = start_server(
         settings={"wal_level": "replica", "max_replication_slots": "1", "max_wal_senders": "0"}
     )
@@ -126,11 +127,18 @@ def test_server_settings_are_all_reported() -> None:
             "wal_level is 'replica' on this server",
             "No free replication slot: max_replication_slots = 1 and 1 slots exist",
             "No free WAL sender: max_wal_senders = 0",
-            "public.nokey has no replica identity",
         ]
         assert len(found) == len(expected), found
         for fragment in expected:
             assert any(fragment in problem for problem in found), (fragment, found)
+        # Discovery offered the keyless table as FULL_TABLE: a note with the way to LOG_BASED.
+        assert (
+            "Preflight: Stream public-nokey is read in full every run (FULL_TABLE), because its "
+            "changes cannot be captured from the log (public.nokey: it has no primary key and "
+            'REPLICA IDENTITY DEFAULT). To make it LOG_BASED: ALTER TABLE "public"."nokey" '
+            "REPLICA IDENTITY FULL, or add a primary key; then set its replication-method to "
+            "LOG_BASED (or run --discover again)."
+        ) in run.stderr
         assert footprint(server, "postgres") == before
     finally:
         server.destroy()

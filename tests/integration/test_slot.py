@@ -74,7 +74,7 @@ def ensure_publication(
 
 
 def replica_identity_problems(conn: Any, selected: list[TableInfo]) -> list[str]:
-    return judge_replica_identity(fetch_replica_identities(conn, selected))
+    return [str(v) for v in judge_replica_identity(fetch_replica_identities(conn, selected))]
 
 
 ODD_SCHEMA = "Sales Dept"
@@ -854,25 +854,24 @@ def test_replica_identity_problems_name_each_table_and_the_fix(db: TestDb, conn:
     selected = tables(
         conn, "with_pk", "no_pk", "full_id", "nothing", "by_index", ODD_TABLE, "logs", "keyed"
     )
-    tail = (
-        "UPDATE and DELETE on it will fail in Postgres itself while it is published "
-        "(or be unidentifiable). Fix: "
+    unidentified = (
+        "so its UPDATEs and DELETEs cannot be identified (Postgres refuses them while the table "
+        "is published). Fix: "
     )
+    no_pk = "cannot be captured from the log: it has no primary key and REPLICA IDENTITY DEFAULT"
     assert replica_identity_problems(conn, selected) == [
-        "public.no_pk has no replica identity (REPLICA IDENTITY DEFAULT and no primary key): "
-        f'{tail}ALTER TABLE "public"."no_pk" REPLICA IDENTITY FULL; or add a primary key.',
-        "public.nothing has no replica identity (REPLICA IDENTITY NOTHING): "
-        f'{tail}ALTER TABLE "public"."nothing" REPLICA IDENTITY FULL; or add a primary key '
-        "and set REPLICA IDENTITY DEFAULT.",
-        "public.by_index has no replica identity (REPLICA IDENTITY USING INDEX, but that index "
-        f'was dropped): {tail}ALTER TABLE "public"."by_index" REPLICA IDENTITY FULL; or add a '
-        "primary key and set REPLICA IDENTITY DEFAULT.",
-        f"public.{ODD_TABLE} has no replica identity (REPLICA IDENTITY DEFAULT and no primary "
-        f'key): {tail}ALTER TABLE "public"."My ""Odd"" Tablé" REPLICA IDENTITY FULL; or add a '
-        "primary key.",
-        "public.logs_b (a partition of public.logs) has no replica identity (REPLICA IDENTITY "
-        f'DEFAULT and no primary key): {tail}ALTER TABLE "public"."logs_b" REPLICA IDENTITY '
-        "FULL; or add a primary key.",
+        f'public.no_pk {no_pk}, {unidentified}ALTER TABLE "public"."no_pk" REPLICA IDENTITY '
+        "FULL, or add a primary key.",
+        "public.nothing cannot be captured from the log: it has REPLICA IDENTITY NOTHING, "
+        f'{unidentified}ALTER TABLE "public"."nothing" REPLICA IDENTITY FULL (or DEFAULT, if it '
+        "has a primary key).",
+        "public.by_index cannot be captured from the log: its REPLICA IDENTITY USING INDEX names "
+        f'an index that was dropped, {unidentified}ALTER TABLE "public"."by_index" REPLICA '
+        "IDENTITY FULL (or DEFAULT, if it has a primary key).",
+        f'public.{ODD_TABLE} {no_pk}, {unidentified}ALTER TABLE "public"."My ""Odd"" Tablé" '
+        "REPLICA IDENTITY FULL, or add a primary key.",
+        f"public.logs_b (a partition of public.logs) {no_pk}, {unidentified}ALTER TABLE "
+        '"public"."logs_b" REPLICA IDENTITY FULL, or add a primary key.',
     ]
     assert replica_identity_problems(conn, []) == []
 
@@ -884,7 +883,7 @@ def test_replica_identity_problem_is_real_and_its_fix_works(db: TestDb, conn: An
     with pytest.raises(psycopg2.errors.ObjectNotInPrerequisiteState):
         db.execute("UPDATE no_pk SET id = 2")
     [problem] = replica_identity_problems(conn, selected)
-    fix = problem.split("Fix: ")[1].split(";")[0]
+    fix = problem.split("Fix: ")[1].split(",")[0]
     db.execute(fix)
     db.execute("UPDATE no_pk SET id = 2")
     assert replica_identity_problems(conn, selected) == []

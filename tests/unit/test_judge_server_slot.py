@@ -15,7 +15,7 @@ from tap_pgcdc.errors import (
     SlotError,
     TapPgCdcError,
 )
-from tap_pgcdc.replication.identity import ReplicaIdentity, judge_replica_identity
+from tap_pgcdc.replication.identity import ReplicaIdentity, by_table, judge_replica_identity
 from tap_pgcdc.replication.server import judge_server
 from tap_pgcdc.replication.slot import SlotFacts, SlotInfo, invalidation, judge_slot
 from tests.facts import server_info
@@ -282,9 +282,9 @@ def identity(name: str, replident: str, **changes: Any) -> ReplicaIdentity:
 
 
 def test_replica_identity_problems_name_each_table_and_the_fix() -> None:
-    tail = (
-        "UPDATE and DELETE on it will fail in Postgres itself while it is published (or be "
-        "unidentifiable). Fix: "
+    unidentified = (
+        "so its UPDATEs and DELETEs cannot be identified (Postgres refuses them while the table "
+        "is published). Fix: "
     )
     found = judge_replica_identity(
         [
@@ -295,19 +295,27 @@ def test_replica_identity_problems_name_each_table_and_the_fix() -> None:
             identity("nothing", "n", has_primary_key=True),
             identity("dropped", "i"),
             identity("logs_b", "d", top_name="logs"),
+            identity("scratch", "d", has_primary_key=True, persistence="u"),
         ]
     )
-    assert found == [
-        "public.no_pk has no replica identity (REPLICA IDENTITY DEFAULT and no primary key): "
-        f'{tail}ALTER TABLE "public"."no_pk" REPLICA IDENTITY FULL; or add a primary key.',
-        "public.nothing has no replica identity (REPLICA IDENTITY NOTHING): "
-        f'{tail}ALTER TABLE "public"."nothing" REPLICA IDENTITY FULL; or add a primary key '
-        "and set REPLICA IDENTITY DEFAULT.",
-        "public.dropped has no replica identity (REPLICA IDENTITY USING INDEX, but that index "
-        f'was dropped): {tail}ALTER TABLE "public"."dropped" REPLICA IDENTITY FULL; or add a '
-        "primary key and set REPLICA IDENTITY DEFAULT.",
-        "public.logs_b (a partition of public.logs) has no replica identity (REPLICA IDENTITY "
-        f'DEFAULT and no primary key): {tail}ALTER TABLE "public"."logs_b" REPLICA IDENTITY '
-        "FULL; or add a primary key.",
+    assert [str(verdict) for verdict in found] == [
+        "public.no_pk cannot be captured from the log: it has no primary key and REPLICA "
+        f'IDENTITY DEFAULT, {unidentified}ALTER TABLE "public"."no_pk" REPLICA IDENTITY FULL, '
+        "or add a primary key.",
+        "public.nothing cannot be captured from the log: it has REPLICA IDENTITY NOTHING, "
+        f'{unidentified}ALTER TABLE "public"."nothing" REPLICA IDENTITY FULL (or DEFAULT, if it '
+        "has a primary key).",
+        "public.dropped cannot be captured from the log: its REPLICA IDENTITY USING INDEX names "
+        f'an index that was dropped, {unidentified}ALTER TABLE "public"."dropped" REPLICA '
+        "IDENTITY FULL (or DEFAULT, if it has a primary key).",
+        "public.logs_b (a partition of public.logs) cannot be captured from the log: it has no "
+        f'primary key and REPLICA IDENTITY DEFAULT, {unidentified}ALTER TABLE "public"."logs_b" '
+        "REPLICA IDENTITY FULL, or add a primary key.",
+        "public.scratch cannot be captured from the log: it is UNLOGGED, so none of its changes "
+        'reach the WAL. Fix: ALTER TABLE "public"."scratch" SET LOGGED.',
+    ]
+    # A partition's verdict belongs to the partitioned table that was selected.
+    assert [(v.top_name, v.name) for v in by_table(found)[("public", "logs")]] == [
+        ("logs", "logs_b")
     ]
     assert judge_replica_identity([]) == []

@@ -1,0 +1,156 @@
+"""Facts about the selected streams, gathered for the judgements the run and `--test` share.
+
+Each function here turns what the server and the catalog say about the selected streams into
+the facts or verdicts `run.py` acts on and `preflight.py` reports: which tables exist, which
+cannot be captured from the log and why, whose catalog key is stale, and the slot's, bookmarks'
+and publication's facts that `recovery` judges.
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+from tap_pgcdc import recovery
+from tap_pgcdc.errors import ConfigError
+from tap_pgcdc.pg.catalog import (
+    PUBLISH_PARTITION_ROOT_SINCE,
+    RELKIND_PARTITIONED,
+    load_tables,
+    stream_id,
+)
+from tap_pgcdc.replication import slot as slots
+from tap_pgcdc.replication.identity import (
+    Uncapturable,
+    by_table,
+    fetch_replica_identities,
+    judge_replica_identity,
+)
+from tap_pgcdc.replication.publication import membership
+from tap_pgcdc.state import recorded_publication
+
+if t.TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    import psycopg2.extensions
+
+    from tap_pgcdc.pg.catalog import TableInfo
+    from tap_pgcdc.replication.publication import PublicationFacts
+    from tap_pgcdc.streams import PgCdcStream
+
+
+def bind_tables(control: psycopg2.extensions.connection, streams: Sequence[PgCdcStream]) -> None:
+    """Attach each stream to its live table; a stream whose table is gone is an error."""
+    tables = {tbl.stream_name: tbl for tbl in load_tables(control)}
+    for stream in streams:
+        table = tables.get(stream.name)
+        if table is None:
+            msg = (
+                f"Stream {stream.name}: table {stream.schema_name}.{stream.table_name} does not "
+                "exist or this role cannot SELECT it. Fix: GRANT SELECT ON it to the tap's user, "
+                "or deselect the stream (run --discover again after schema changes)."
+            )
+            raise ConfigError(msg)
+        stream.bind_table(table)
+
+
+def uncapturable(
+    control: psycopg2.extensions.connection, tables: Sequence[TableInfo]
+) -> dict[str, list[Uncapturable]]:
+    """The tables whose changes the log cannot carry or identify, by stream id, with why."""
+    if not tables:
+        return {}
+    verdicts = judge_replica_identity(fetch_replica_identities(control, tables))
+    return {stream_id(*top): found for top, found in by_table(verdicts).items()}
+
+
+def refuse_uncapturable(found: Mapping[str, Sequence[Uncapturable]]) -> list[ConfigError]:
+    """The LOG_BASED streams whose tables cannot be captured: one sentence per table, with fixes.
+
+    One error for all of them, so that a run names every table to fix at once.
+    """
+    sentences = [
+        verdict.sentence(
+            opening=f"Stream {stream} is LOG_BASED, but ",
+            alternative=f"; or set replication-method FULL_TABLE for stream {stream}",
+        )
+        for stream, verdicts in found.items()
+        for verdict in verdicts
+    ]
+    return [ConfigError(" ".join(sentences))] if sentences else []
+
+
+def log_based_candidates(
+    full_streams: Sequence[PgCdcStream], server_version: int
+) -> list[TableInfo]:
+    """The tables of FULL_TABLE streams that could be LOG_BASED once fixed.
+
+    Not views, nor partitioned tables on PostgreSQL 12 (which cannot publish them).
+    """
+    return [
+        s.table
+        for s in full_streams
+        if not s.table.is_view
+        and (s.table.kind != RELKIND_PARTITIONED or server_version >= PUBLISH_PARTITION_ROOT_SINCE)
+    ]
+
+
+def full_table_warning(stream: str, verdicts: Sequence[Uncapturable]) -> str:
+    """What a FULL_TABLE stream that cannot be LOG_BASED is told each run: how to change that."""
+    fixes = "; ".join(verdict.fix for verdict in verdicts)
+    why = "; ".join(f"{verdict.display}: {verdict.why}" for verdict in verdicts)
+    return (
+        f"Stream {stream} is read in full every run (FULL_TABLE), because its changes cannot be "
+        f"captured from the log ({why}). To make it LOG_BASED: {fixes}; then set its "
+        "replication-method to LOG_BASED (or run --discover again)."
+    )
+
+
+def stale_keys(streams: Sequence[PgCdcStream]) -> list[str]:
+    """A warning per LOG_BASED stream whose catalog key is not what the log identifies rows by.
+
+    A delete or key change carries only the replica identity's columns (`TableInfo.key`): a
+    target keyed otherwise cannot apply it. A catalog discovered before the table's identity
+    changed (or edited) has such a key.
+    """
+    return [
+        f"Stream {stream.name}: its key_properties ({', '.join(stream.primary_keys) or 'none'}) "
+        f"are not the columns the log identifies its rows by "
+        f"({', '.join(stream.table.key) or 'none'}), so a target cannot apply its deletes and "
+        "key changes. Fix: run --discover again (or set its table-key-properties to those "
+        "columns)."
+        for stream in streams
+        if stream.is_log_based and list(stream.primary_keys or ()) != list(stream.table.key)
+    ]
+
+
+def slot_facts(slot_name: str, existing: slots.SlotInfo | None) -> recovery.SlotFacts:
+    """The facts `recovery` judges, from the slot's row (None: no such slot)."""
+    if existing is None:
+        return recovery.SlotFacts(name=slot_name, exists=False)
+    return recovery.SlotFacts(
+        name=slot_name,
+        exists=True,
+        confirmed_flush_lsn=existing.confirmed_flush_lsn,
+        invalidation=slots.invalidation(existing),
+    )
+
+
+def log_positions(streams: Sequence[PgCdcStream]) -> dict[str, int | None]:
+    """Each stream's log bookmark (None: not snapshotted yet)."""
+    return {stream.name: stream.log_position for stream in streams}
+
+
+def publishing(
+    facts: PublicationFacts, streams: Sequence[PgCdcStream]
+) -> tuple[int | None, list[recovery.Publishing]]:
+    """The publication's OID now (None: missing) and each stream's membership, then and now."""
+    publication = facts.publication
+    return publication.oid if publication else None, [
+        recovery.Publishing(
+            stream=stream.name,
+            position=stream.log_position,
+            recorded=recorded_publication(stream.bookmark),
+            member=membership(publication, facts.catalog.get(stream.table.oid)),
+        )
+        for stream in streams
+    ]
