@@ -26,8 +26,15 @@ from tap_pgcdc.types.oids import BUILTIN_TYPE_ROWS
 __all__ = [
     "BOOL_CONVERTER",
     "BUILTIN_TYPES",
+    "DATE_MAX",
+    "DATE_MIN",
+    "FLOAT_CONVERTER",
+    "NON_FINITE",
+    "NUMERIC_CONVERTER",
     "STRING_CONVERTERS",
     "TEXT_IS_JSON",
+    "TIMESTAMP_MAX",
+    "TIMESTAMP_MIN",
     "Converter",
     "PgType",
     "converter",
@@ -74,6 +81,16 @@ _VECTOR_TYPES = frozenset({"int2vector", "oidvector"})
 
 _INTEGER: dict[str, Any] = {"type": ["integer"]}
 _NUMBER: dict[str, Any] = {"type": ["number"]}
+# JSON Schema's "pattern" applies to strings only: any number, or one of the three strings.
+_NUMBER_OR_NON_FINITE: dict[str, Any] = {
+    "type": ["number", "string"],
+    "pattern": "^(NaN|Infinity|-Infinity)$",
+}
+_TIME: dict[str, Any] = {"type": ["string"], "pattern": "^[0-9]{2}:[0-9]{2}:[0-9]{2}([.][0-9]+)?$"}
+_TIMETZ: dict[str, Any] = {
+    "type": ["string"],
+    "pattern": "^[0-9]{2}:[0-9]{2}:[0-9]{2}([.][0-9]+)?[+-][0-9]{2}:[0-9]{2}(:[0-9]{2})?$",
+}
 _BOOLEAN: dict[str, Any] = {"type": ["boolean"]}
 _STRING: dict[str, Any] = {"type": ["string"]}
 # A json/jsonb value is any JSON document, including `null`: the schema admits null even for a
@@ -89,12 +106,22 @@ def _string(fmt: str) -> dict[str, Any]:
     return {"type": ["string"], "format": fmt}
 
 
-def _astronomical(text: str) -> str:
-    """Rewrite "0044-03-15..." (before " BC") as "-0043-03-15...": ISO 8601 counts 1 BC as 0."""
-    dash = text.index("-")
-    bc_year = int(text[:dash])
-    year = f"-{bc_year - 1:04d}" if bc_year > 1 else "0000"
-    return year + text[dash:]
+# RFC 3339 (JSON Schema's date and date-time) and most warehouses hold years 1 to 9999 only.
+# Postgres values outside that range (-infinity, BC dates, years after 9999, infinity) are
+# written as the nearest end of it, so that every value validates and loads: "before everything
+# a warehouse can hold" and "after everything".
+DATE_MIN, DATE_MAX = "0001-01-01", "9999-12-31"
+TIMESTAMP_MIN, TIMESTAMP_MAX = "0001-01-01T00:00:00+00:00", "9999-12-31T23:59:59.999999+00:00"
+
+
+def _early(text: str) -> bool:
+    """Whether a date/timestamp text outside years 1..9999 lies before them ("-infinity", BC)."""
+    return text[0] == "-" or text[-1] == "C"
+
+
+def _in_range(text: str) -> bool:
+    """Whether a date/timestamp text is in years 1..9999 (four year digits, not BC)."""
+    return text[4:5] == "-" and text[-1] != "C"
 
 
 def _iso_offset(text: str) -> str:
@@ -104,29 +131,37 @@ def _iso_offset(text: str) -> str:
 
 
 def _date(text: str) -> str:
-    if text[-1] == "C":  # "0044-03-15 BC"
-        return _astronomical(text[:-3])
-    return text  # ISO already, or "infinity" / "-infinity"
+    if _in_range(text):
+        return text  # ISO already
+    return DATE_MIN if _early(text) else DATE_MAX
 
 
 def _timestamp(text: str) -> str:
-    last = text[-1]
-    if last == "y":  # "infinity", "-infinity"
-        return text
-    if last == "C":  # "0044-03-15 12:00:00 BC"
-        text = _astronomical(text[:-3])
-    return text.replace(" ", "T", 1)
+    """A timestamp without time zone as UTC ("+00:00"), the reading warehouses give it."""
+    if _in_range(text):
+        return text.replace(" ", "T", 1) + "+00:00"
+    return TIMESTAMP_MIN if _early(text) else TIMESTAMP_MAX
 
 
 def _timestamptz(text: str) -> str:
-    if text[-3:] == "+00":  # TimeZone=UTC: nearly every value
-        return text.replace(" ", "T", 1) + ":00"
-    last = text[-1]
-    if last == "y":
-        return text
-    if last == "C":  # "0044-03-15 12:00:00+00 BC": the era comes after the offset
-        text = _astronomical(text[:-3])
-    return _iso_offset(text.replace(" ", "T", 1))
+    if _in_range(text):
+        if text[-3:] == "+00":  # TimeZone=UTC: nearly every value
+            return text.replace(" ", "T", 1) + ":00"
+        return _iso_offset(text.replace(" ", "T", 1))
+    return TIMESTAMP_MIN if _early(text) else TIMESTAMP_MAX
+
+
+NON_FINITE = frozenset({"NaN", "Infinity", "-Infinity"})
+"""How Postgres prints the non-finite real, double precision and numeric values; the tap writes
+them as these JSON strings (JSON has no NaN or infinity)."""
+
+
+def _float(text: str) -> float | str:
+    return text if text in NON_FINITE else float(text)
+
+
+def _numeric(text: str) -> Decimal | str:
+    return text if text in NON_FINITE else Decimal(text)
 
 
 def _bytea(text: str) -> str:
@@ -180,12 +215,12 @@ def _bool(text: str) -> bool:
 
 
 # Built-in scalar types by name: (schema without null, converter). `str` means "keep the text".
-# float4/float8: `float` reads "NaN", "Infinity" and "-Infinity" as nan/inf/-inf, and with
-# extra_float_digits=3 the text is the shortest exact representation, so the value round-trips.
-# NaN and the infinities (float and numeric alike) are meant to reach the output as the JSON
-# tokens NaN/Infinity, which Python's json module reads back. Note that singer-sdk 0.54 turns them
-# into null unless the stream opts out: its record conformance maps them to None and its
-# serializer passes ignore_nan=True.
+# float4/float8: with extra_float_digits=3 the text is the shortest exact representation, so the
+# value round-trips. NaN and the infinities (float and numeric alike) become the strings "NaN",
+# "Infinity", "-Infinity", which the schema admits beside numbers (bare NaN is not JSON).
+# time/timetz carry a pattern, not `format: time`: JSON Schema's time (RFC 3339) requires an
+# offset, which a time without time zone has not, and older validators (singer-tools') accept
+# no fraction of a second; "24:00:00" is a valid Postgres time, kept as is.
 _BUILTIN_SCALARS: dict[str, tuple[dict[str, Any], Converter]] = {
     "int2": (_INTEGER, int),
     "int4": (_INTEGER, int),
@@ -194,17 +229,17 @@ _BUILTIN_SCALARS: dict[str, tuple[dict[str, Any], Converter]] = {
     "xid": (_INTEGER, int),
     "xid8": (_INTEGER, int),
     "cid": (_INTEGER, int),
-    "numeric": (_NUMBER, Decimal),  # exact; "NaN", "Infinity", "-Infinity" included
-    "float4": (_NUMBER, float),
-    "float8": (_NUMBER, float),
+    "numeric": (_NUMBER_OR_NON_FINITE, _numeric),  # exact
+    "float4": (_NUMBER_OR_NON_FINITE, _float),
+    "float8": (_NUMBER_OR_NON_FINITE, _float),
     "money": (_NUMBER, _money),
     "bool": (_BOOLEAN, _bool),
     "bytea": ({"type": ["string"], "contentEncoding": "base16"}, _bytea),
     "date": (_string("date"), _date),
     "timestamp": (_string("date-time"), _timestamp),
     "timestamptz": (_string("date-time"), _timestamptz),
-    "time": (_string("time"), str),
-    "timetz": (_string("time"), _iso_offset),
+    "time": (_TIME, str),
+    "timetz": (_TIMETZ, _iso_offset),
     "interval": (_string("duration"), str),
     "uuid": (_string("uuid"), str),
     "json": (_JSON, _json),
@@ -223,11 +258,13 @@ STRING_CONVERTERS: frozenset[Converter] = frozenset(
     {str, _date, _timestamp, _timestamptz, _iso_offset, _bytea, _money_text}
 )
 """Converters whose result is always a `str`."""
-TEXT_IS_JSON: frozenset[Converter] = frozenset({int, Decimal, _jsonb})
+TEXT_IS_JSON: frozenset[Converter] = frozenset({int, _jsonb})
 """Converters whose input, as the server prints it, is already a JSON text of their result: the
-same integer, the same decimal (digits and exponent; NaN and Infinity as the tap's tokens), the
-same jsonb document."""
+same integer, the same jsonb document."""
 BOOL_CONVERTER: Converter = _bool
+FLOAT_CONVERTER: Converter = _float
+NUMERIC_CONVERTER: Converter = _numeric
+"""A numeric's text is the JSON of its value (digits and exponent), unless it is non-finite."""
 
 _NUMERIC_OID = _OID["numeric"]
 _MONEY_OID = _OID["money"]
