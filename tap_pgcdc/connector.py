@@ -36,6 +36,7 @@ def column_schema(col: ColumnInfo, *, use_singer_decimal: bool) -> dict[str, t.A
         col.type,
         nullable=not col.not_null,
         typmod=col.typmod,
+        dims=col.dims,
         use_singer_decimal=use_singer_decimal,
     )
 

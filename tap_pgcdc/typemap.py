@@ -109,9 +109,13 @@ def _string(fmt: str) -> dict[str, Any]:
 # RFC 3339 (JSON Schema's date and date-time) and most warehouses hold years 1 to 9999 only.
 # Postgres values outside that range (-infinity, BC dates, years after 9999, infinity) are
 # written as the nearest end of it, so that every value validates and loads: "before everything
-# a warehouse can hold" and "after everything".
+# a warehouse can hold" and "after everything". The last timestamp is 23:59:59.999, not .999999:
+# tools that read a timestamp as float seconds (singer-tools, strict_rfc3339) round .999999 of
+# year 9999 up into year 10000; the convention of pipelinewise's tap-postgres.
 DATE_MIN, DATE_MAX = "0001-01-01", "9999-12-31"
-TIMESTAMP_MIN, TIMESTAMP_MAX = "0001-01-01T00:00:00+00:00", "9999-12-31T23:59:59.999999+00:00"
+TIMESTAMP_MIN, TIMESTAMP_MAX = "0001-01-01T00:00:00+00:00", "9999-12-31T23:59:59.999+00:00"
+LAST_TIMESTAMP_TEXT = "9999-12-31 23:59:59.999"
+"""The last timestamp written as itself (as Postgres prints it); later ones are TIMESTAMP_MAX."""
 
 
 def _early(text: str) -> bool:
@@ -122,6 +126,11 @@ def _early(text: str) -> bool:
 def _in_range(text: str) -> bool:
     """Whether a date/timestamp text is in years 1..9999 (four year digits, not BC)."""
     return text[4:5] == "-" and text[-1] != "C"
+
+
+def _in_timestamp_range(text: str) -> bool:
+    """`_in_range`, and not after LAST_TIMESTAMP_TEXT (a string comparison: the same layout)."""
+    return _in_range(text) and (text[:4] != "9999" or text <= LAST_TIMESTAMP_TEXT)
 
 
 def _iso_offset(text: str) -> str:
@@ -138,13 +147,13 @@ def _date(text: str) -> str:
 
 def _timestamp(text: str) -> str:
     """A timestamp without time zone as UTC ("+00:00"), the reading warehouses give it."""
-    if _in_range(text):
+    if _in_timestamp_range(text):
         return text.replace(" ", "T", 1) + "+00:00"
     return TIMESTAMP_MIN if _early(text) else TIMESTAMP_MAX
 
 
 def _timestamptz(text: str) -> str:
-    if _in_range(text):
+    if _in_timestamp_range(text):
         if text[-3:] == "+00":  # TimeZone=UTC: nearly every value
             return text.replace(" ", "T", 1) + ":00"
         return _iso_offset(text.replace(" ", "T", 1))
@@ -274,7 +283,12 @@ _MONEY_PRECISION, _MONEY_SCALE = 19, 2
 
 
 def json_schema(
-    t: PgType, *, nullable: bool, typmod: int = -1, use_singer_decimal: bool = False
+    t: PgType,
+    *,
+    nullable: bool,
+    typmod: int = -1,
+    dims: int = 0,
+    use_singer_decimal: bool = False,
 ) -> dict[str, Any]:
     """Return the JSON Schema of a column of type `t`.
 
@@ -283,12 +297,19 @@ def json_schema(
         nullable: whether the column admits NULL (adds "null" to "type").
         typmod: `pg_attribute.atttypmod` (-1: none). For arrays it is the element's typmod; for
             a domain pass the domain's `typtypmod`.
+        dims: `pg_attribute.attndims`, the dimensions an array column declares: `integer[][]`
+            holds arrays of arrays of integers. Postgres does not enforce it; values of other
+            dimensions than declared do not match the schema.
         use_singer_decimal: numeric and money as strings in the `x-singer.decimal` format.
 
     Returns:
         A new dict the caller may modify.
     """
     schema = _schema(t, typmod, use_singer_decimal)
+    for _ in range(dims - 1):
+        if schema.get("type") != ["array"]:
+            break
+        schema["items"] = {"type": ["array", "null"], "items": schema["items"]}
     if nullable and "null" not in schema["type"]:
         schema["type"].append("null")
     return schema

@@ -42,6 +42,7 @@ class ColumnInfo:
     not_null: bool
     generated: bool  # stored generated columns: pgoutput before PG 18 does not send them
     sql_type: str  # format_type(): schema-qualified where needed, usable in casts
+    dims: int = 0  # pg_attribute.attndims: the array dimensions declared (integer[][]: 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +100,7 @@ ORDER BY n.nspname, c.relname
 
 _COLUMNS_SQL = """
 SELECT a.attrelid, a.attname, a.attnum, a.atttypid, a.atttypmod, a.attnotnull,
-       a.attgenerated <> '', pg_catalog.format_type(a.atttypid, a.atttypmod)
+       a.attgenerated <> '', pg_catalog.format_type(a.atttypid, a.atttypmod), a.attndims
 FROM pg_catalog.pg_attribute a
 WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attrelid, a.attnum
@@ -208,7 +209,7 @@ def load_tables(
         keys = {row[0]: tuple(row[1]) for row in cur.fetchall()}
     types = resolve_types(conn, (row[3] for row in columns))
     by_table: dict[int, list[ColumnInfo]] = {}
-    for relid, name, attnum, typid, typmod, not_null, generated, sql_type in columns:
+    for relid, name, attnum, typid, typmod, not_null, generated, sql_type, dims in columns:
         by_table.setdefault(relid, []).append(
             ColumnInfo(
                 name=name,
@@ -218,6 +219,7 @@ def load_tables(
                 not_null=not_null,
                 generated=generated,
                 sql_type=sql_type,
+                dims=dims,
             )
         )
     return [

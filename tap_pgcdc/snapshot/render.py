@@ -90,10 +90,11 @@ def _rendering(col: ColumnInfo, convert: typemap.Converter) -> tuple[str, str | 
     # to_json prints the ISO text with 'T' and, in UTC, the offset as "+00:00": what the
     # converters make of the text (a timestamp without time zone gets "+00:00" appended).
     if oid == _OID["timestamp"] and convert is _TIMESTAMP:
-        in_range = f"{x} BETWEEN '0001-01-01 00:00:00' AND '9999-12-31 23:59:59.999999'"
+        in_range = f"{x} BETWEEN '0001-01-01 00:00:00' AND '{typemap.LAST_TIMESTAMP_TEXT}'"
         return f"left(to_json({x})::text, -1) || '+00:00\"'", in_range
     if oid == _OID["timestamptz"] and convert is _TIMESTAMPTZ:
-        in_range = f"{x} BETWEEN '0001-01-01 00:00:00+00' AND '9999-12-31 23:59:59.999999+00'"
+        last = typemap.LAST_TIMESTAMP_TEXT
+        in_range = f"{x} BETWEEN '0001-01-01 00:00:00+00' AND '{last}+00'"
         return f"to_json({x})::text", in_range
     return None
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from tests.memory_target import MemoryTarget
 from tests.tap_runner import TapRun, discover, run_tap, select_streams
+from tests.conformance import schema_violations
 from tests.type_cases import CASES, create_types_table, insert_types_row, mismatches
 
 
@@ -286,6 +287,7 @@ def test_every_type_is_the_same_from_the_log_as_from_the_snapshot(db) -> None:
     run = run_tap(db.config(), state=first.final_state).check()
     log = {r["id"]: r for r in run.records()}
     assert mismatches(log[3]) == []
+    assert schema_violations(first.raw_lines) == schema_violations(run.raw_lines) == []
     names = ["id"] + [c[0] for c in CASES]
     assert {k: log[3][k] for k in names if k != "id"}.keys() == {
         k: snap[1][k] for k in names if k != "id"
