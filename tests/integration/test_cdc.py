@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from tests.conformance import schema_violations
 from tests.memory_target import MemoryTarget
 from tests.tap_runner import TapRun, discover, run_tap, select_streams
-from tests.conformance import schema_violations
 from tests.type_cases import CASES, create_types_table, insert_types_row, mismatches
 
 
