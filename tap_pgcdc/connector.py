@@ -11,7 +11,7 @@ from functools import cached_property
 
 import psycopg2.extensions
 import sqlalchemy as sa
-from singer_sdk.singerlib import CatalogEntry, MetadataMapping, Schema
+from singer_sdk.singerlib import Catalog, CatalogEntry, Metadata, MetadataMapping, Schema
 from singer_sdk.sql import SQLConnector
 
 from tap_pgcdc import typemap
@@ -72,6 +72,9 @@ def catalog_entry(
         replication_method="FULL_TABLE" if full_only else None,
         selected_by_default=not unpublishable_parent,
     )
+    if not table.is_view:
+        for name in SDC_COLUMNS_SCHEMA:
+            metadata[("properties", name)].inclusion = Metadata.InclusionType.AUTOMATIC
     entry = CatalogEntry(
         tap_stream_id=table.stream_name,
         stream=table.stream_name,
@@ -94,6 +97,22 @@ def catalog_entry(
                 }
             )
     return entry
+
+
+def keep_required_properties(catalog: Catalog) -> None:
+    """Include `_sdc_lsn`, `_sdc_deleted_at` and the key properties whatever the catalog says.
+
+    Deletes and ordering depend on them: without `_sdc_deleted_at` a delete would reach the
+    target as a row of NULLs. Discovery marks them `inclusion: automatic`, which the SDK's
+    selection honours; this restores it in an input catalog that changed it.
+    """
+    for entry in catalog.values():
+        root = entry.metadata.root
+        keys = entry.key_properties or root.table_key_properties or []
+        for name in (*SDC_COLUMNS_SCHEMA, *keys):
+            item = entry.metadata.get(("properties", name))
+            if item is not None:
+                item.inclusion = Metadata.InclusionType.AUTOMATIC
 
 
 class PgCdcConnector(SQLConnector):

@@ -44,6 +44,8 @@ class TapPgCdc(SQLTap):
         self._discovered: dict[str, t.Any] | None = None
         self._input_identity: dict[str, t.Any] | None = None
         super().__init__(*args, catalog=catalog, **kwargs)
+        if self.input_catalog is not None:
+            pgconn.keep_required_properties(self.input_catalog)
 
     # --- discovery ----------------------------------------------------------------------
 
