@@ -58,7 +58,9 @@ def catalog_entry(
 
     `publishable_parents` is false on PostgreSQL 12, whose partitions are streams of their own:
     a partitioned parent is then offered as FULL_TABLE and not selected by default (selected
-    too, it would deliver every row twice).
+    too, it would deliver every row twice). Tables and views an extension owns (PostGIS'
+    spatial_ref_sys, geometry_columns) are offered but not selected by default: they are the
+    extension's reference data, and only their owner could add such a table to a publication.
     """
     schema = table_schema(table, use_singer_decimal=use_singer_decimal)
     unpublishable_parent = table.kind == RELKIND_PARTITIONED and not publishable_parents
@@ -70,7 +72,7 @@ def catalog_entry(
         schema_name=table.schema,
         key_properties=list(table.key),
         replication_method="FULL_TABLE" if full_only else None,
-        selected_by_default=not unpublishable_parent,
+        selected_by_default=not unpublishable_parent and table.extension is None,
     )
     if not table.is_view:
         for name in SDC_COLUMNS_SCHEMA:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import typing as t
 
@@ -28,6 +29,20 @@ if t.TYPE_CHECKING:
     from types import FrameType
 
     from singer_sdk.streams.core import Stream
+
+
+class _StartupNoise(logging.Filter):
+    """Drops the SDK's "Skipping parse of env var settings..." note.
+
+    The SDK writes it at INFO in every process that reads its settings from a file, so a
+    `meltano run` (discovery, then the run) shows it twice while it says nothing to act on.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != "Skipping parse of env var settings..."
+
+
+logging.getLogger("tap-pgcdc").addFilter(_StartupNoise())
 
 
 class TapPgCdc(SQLTap):

@@ -261,6 +261,16 @@ _SCALARS: dict[int, tuple[dict[str, Any], Converter]] = {
 _EXTENSION_SCALARS: dict[str, tuple[dict[str, Any], Converter]] = {
     "hstore": (_HSTORE, parse_hstore),
     "citext": (_STRING, str),
+    # PostGIS prints geometry and geography as hex EWKB; the SQL type rides along as a hint
+    # (docs/targets.md: how DuckDB spatial and PostGIS read it).
+    "geometry": (
+        {"type": ["string"], "contentEncoding": "base16", "x-sql-datatype": "geometry"},
+        str,
+    ),
+    "geography": (
+        {"type": ["string"], "contentEncoding": "base16", "x-sql-datatype": "geography"},
+        str,
+    ),
 }
 # What writers that render JSON straight from the text (tap_pgcdc/output/jsontext.py) need to know:
 STRING_CONVERTERS: frozenset[Converter] = frozenset(

@@ -57,6 +57,7 @@ class TableInfo:
     key: tuple[str, ...]  # primary key column names, in key order
     row_estimate: int
     replica_identity: str  # pg_class.relreplident: d default, n nothing, f full, i index
+    extension: str | None = None  # the extension that owns it (PostGIS' spatial_ref_sys), if any
 
     @property
     def stream_name(self) -> str:
@@ -87,7 +88,12 @@ class TableInfo:
 
 
 _TABLES_SQL = """
-SELECT c.oid, n.nspname, c.relname, c.relkind, c.reltuples::bigint, c.relreplident
+SELECT c.oid, n.nspname, c.relname, c.relkind, c.reltuples::bigint, c.relreplident,
+       (SELECT e.extname FROM pg_catalog.pg_depend d
+        JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid
+        WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid
+          AND d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.deptype = 'e'
+        LIMIT 1)
 FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p', 'v', 'm')
@@ -232,6 +238,7 @@ def load_tables(
             key=keys.get(oid, ()),
             row_estimate=max(int(reltuples), 0),
             replica_identity=replident,
+            extension=extension,
         )
-        for oid, schema, name, kind, reltuples, replident in tables
+        for oid, schema, name, kind, reltuples, replident, extension in tables
     ]

@@ -187,3 +187,25 @@ def test_about_lists_every_setting() -> None:
     ]
     assert props["port"]["default"] == 5432
     assert props["slot_name"]["default"] == "tap_pgcdc"
+
+
+def test_extension_objects_are_offered_but_not_selected_by_default(db) -> None:
+    """PostGIS' spatial_ref_sys and its views belong to the extension (pg_depend deptype 'e').
+
+    Tested with pg_buffercache, a contrib extension that creates a view, the same way: the
+    tap recognises extension-owned tables and views by their dependency on the extension.
+    """
+    db.execute("CREATE EXTENSION pg_buffercache; CREATE TABLE mine (id int PRIMARY KEY)")
+    catalog = discover(db.config())
+    streams = _streams(catalog)
+    assert _root(streams["public-pg_buffercache"])["selected-by-default"] is False
+    assert _root(streams["public-mine"])["selected-by-default"] is True
+    run = run_tap(db.config(), catalog=catalog).check()
+    assert {m["stream"] for m in run.of_type("SCHEMA")} == {"public-mine"}
+    for stream in (streams["public-mine"],):
+        automatic = {
+            m["breadcrumb"][-1]
+            for m in stream["metadata"]
+            if m["breadcrumb"] and m["metadata"].get("inclusion") == "automatic"
+        }
+        assert automatic == {"id", "_sdc_lsn", "_sdc_deleted_at"}

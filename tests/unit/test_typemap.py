@@ -31,7 +31,7 @@ FLOATMULTIRANGE = PgType(16397, "floatmultirange", kind="m", category="R")
 HSTORE = PgType(16398, "hstore", category="U")
 HSTORES = PgType(16399, "_hstore", category="A", element=HSTORE)
 CITEXT = PgType(16400, "citext", category="S")
-GEOMETRY = PgType(16401, "geometry", category="U")  # an extension type we have no rule for
+GEOMETRY = PgType(16401, "geometry", category="U")  # PostGIS: by name, no fixed OID
 
 
 def same(actual: Any, expected: Any) -> None:
@@ -387,7 +387,7 @@ SCHEMAS: list[tuple[PgType, dict[str, Any], dict[str, Any]]] = [
     (MOOD, {}, schema("string")),
     (PAIR, {}, schema("string")),
     (FLOATRANGE, {}, schema("string")),
-    (GEOMETRY, {}, schema("string")),
+    (GEOMETRY, {}, schema("string", contentEncoding="base16", **{"x-sql-datatype": "geometry"})),
     (POSINT, {}, schema("integer")),
     (SMALLPOS, {}, schema("integer")),
     (CODE, {"typmod": 7}, schema("string", maxLength=3)),
