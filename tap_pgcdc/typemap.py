@@ -29,6 +29,7 @@ __all__ = [
     "DATE_MAX",
     "DATE_MIN",
     "FLOAT_CONVERTER",
+    "LAST_TIMESTAMP_TEXT",
     "NON_FINITE",
     "NUMERIC_CONVERTER",
     "STRING_CONVERTERS",
@@ -111,7 +112,7 @@ def _string(fmt: str) -> dict[str, Any]:
 # written as the nearest end of it, so that every value validates and loads: "before everything
 # a warehouse can hold" and "after everything". The last timestamp is 23:59:59.999, not .999999:
 # tools that read a timestamp as float seconds (singer-tools, strict_rfc3339) round .999999 of
-# year 9999 up into year 10000; the convention of pipelinewise's tap-postgres.
+# year 9999 up into year 10000.
 DATE_MIN, DATE_MAX = "0001-01-01", "9999-12-31"
 TIMESTAMP_MIN, TIMESTAMP_MAX = "0001-01-01T00:00:00+00:00", "9999-12-31T23:59:59.999+00:00"
 LAST_TIMESTAMP_TEXT = "9999-12-31 23:59:59.999"
