@@ -3,6 +3,8 @@
 #
 #   .venv/                    the tap and its dev tools (pip install -e '.[dev]')
 #   .meltano/meltano-venv/    Meltano itself, kept apart so its dependencies never leak into .venv
+#   .meltano/singer-tools-venv/  singer-check-tap (singer-tools pins jsonschema 2.6 and attrs 16,
+#                             which conflict with .venv's), for tests/integration/test_conformance.py
 #   .meltano/{extractors,loaders}/...  plugin venvs made by `meltano install` (see meltano.yml)
 #   PostgreSQL 15 server binaries (apt-get, when we are root and they are missing)
 #   PostgreSQL 12-18 for the version matrix (scripts/fetch_postgres.sh, into a cache it reuses)
@@ -16,6 +18,8 @@ cd "$REPO"
 
 MELTANO_SPEC="meltano==4.4.1"
 MELTANO_VENV="$REPO/.meltano/meltano-venv"
+SINGER_TOOLS_SPEC="singer-tools==0.4.1"
+SINGER_TOOLS_VENV="$REPO/.meltano/singer-tools-venv"
 PG_BIN_DIR="${TAP_PGCDC_PG_BIN:-/usr/lib/postgresql/15/bin}"
 
 export MELTANO_SEND_ANONYMOUS_USAGE_STATS=false
@@ -112,6 +116,18 @@ ensure_meltano() {
     echo "$MELTANO_SPEC" >"$MELTANO_VENV/.setup-stamp"
 }
 
+ensure_singer_tools() {
+    if [[ -x "$SINGER_TOOLS_VENV/bin/singer-check-tap" ]] \
+        && stamp_ok "$SINGER_TOOLS_VENV/.setup-stamp" "$SINGER_TOOLS_SPEC"; then
+        return
+    fi
+    log "installing $SINGER_TOOLS_SPEC into ${SINGER_TOOLS_VENV#"$REPO"/}"
+    mkdir -p "$(dirname "$SINGER_TOOLS_VENV")"
+    [[ -x "$SINGER_TOOLS_VENV/bin/python" ]] || "$(find_python)" -m venv "$SINGER_TOOLS_VENV"
+    "$SINGER_TOOLS_VENV/bin/python" -m pip install -q "$SINGER_TOOLS_SPEC"
+    echo "$SINGER_TOOLS_SPEC" >"$SINGER_TOOLS_VENV/.setup-stamp"
+}
+
 ensure_plugins() {
     local want
     want="$(fingerprint meltano.yml pyproject.toml)"
@@ -132,4 +148,5 @@ ensure_postgres
 ensure_project_venv
 ensure_matrix_postgres
 ensure_meltano
+ensure_singer_tools
 ensure_plugins

@@ -168,7 +168,7 @@ def _explain_config_error(error: str, secrets: set[str]) -> str:
         error = f"The {setting} setting has an invalid value (not shown: it is secret)"
     fix = _FIXES.get(path[-1] if path else "", "")
     if required:
-        fix = f"set {setting} (meltano config tap-pgcdc set ..., or TAP_PGCDC_{setting.upper()})"
+        fix = f"set {setting} (meltano config set tap-pgcdc {setting} <value>, or TAP_PGCDC_{setting.upper()})"
     elif not fix:
         fix = f"correct {setting}; tap-pgcdc --about lists every setting and its allowed values"
     return f"{error}. Fix: {fix}."

@@ -11,7 +11,7 @@ from functools import cached_property
 
 import psycopg2.extensions
 import sqlalchemy as sa
-from singer_sdk.singerlib import CatalogEntry, MetadataMapping, Schema
+from singer_sdk.singerlib import Catalog, CatalogEntry, Metadata, MetadataMapping, Schema
 from singer_sdk.sql import SQLConnector
 
 from tap_pgcdc import typemap
@@ -42,6 +42,7 @@ def column_schema(col: ColumnInfo, *, use_singer_decimal: bool) -> dict[str, t.A
         col.type,
         nullable=not col.not_null,
         typmod=col.typmod,
+        dims=col.dims,
         use_singer_decimal=use_singer_decimal,
     )
 
@@ -67,7 +68,9 @@ def catalog_entry(
 
     `publishable_parents` is false on PostgreSQL 12, whose partitions are streams of their own:
     a partitioned parent is then offered as FULL_TABLE and not selected by default (selected
-    too, it would deliver every row twice).
+    too, it would deliver every row twice). Tables and views an extension owns (PostGIS'
+    spatial_ref_sys, geometry_columns) are offered but not selected by default: they are the
+    extension's reference data, and only their owner could add such a table to a publication.
 
     `uncapturable`: why the log cannot carry the table's changes (replication/identity.py). Such
     a table is offered as FULL_TABLE, as the user's default `replication-method` rather than a
@@ -84,8 +87,11 @@ def catalog_entry(
         schema_name=table.schema,
         key_properties=list(table.key),
         replication_method="FULL_TABLE" if full_only else None,
-        selected_by_default=not unpublishable_parent,
+        selected_by_default=not unpublishable_parent and table.extension is None,
     )
+    if not table.is_view:
+        for name in SDC_COLUMNS_SCHEMA:
+            metadata[("properties", name)].inclusion = Metadata.InclusionType.AUTOMATIC
     entry = CatalogEntry(
         tap_stream_id=table.stream_name,
         stream=table.stream_name,
@@ -113,6 +119,22 @@ def catalog_entry(
                     for verdict in uncapturable
                 )
     return entry
+
+
+def keep_required_properties(catalog: Catalog) -> None:
+    """Include `_sdc_lsn`, `_sdc_deleted_at` and the key properties whatever the catalog says.
+
+    Deletes and ordering depend on them: without `_sdc_deleted_at` a delete would reach the
+    target as a row of NULLs. Discovery marks them `inclusion: automatic`, which the SDK's
+    selection honours; this restores it in an input catalog that changed it.
+    """
+    for entry in catalog.values():
+        root = entry.metadata.root
+        keys = entry.key_properties or root.table_key_properties or []
+        for name in (*SDC_COLUMNS_SCHEMA, *keys):
+            item = entry.metadata.get(("properties", name))
+            if item is not None:
+                item.inclusion = Metadata.InclusionType.AUTOMATIC
 
 
 class PgCdcConnector(SQLConnector):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import typing as t
 
@@ -30,6 +31,20 @@ if t.TYPE_CHECKING:
     from singer_sdk.streams.core import Stream
 
 
+class _StartupNoise(logging.Filter):
+    """Drops the SDK's "Skipping parse of env var settings..." note.
+
+    The SDK writes it at INFO in every process that reads its settings from a file, so a
+    `meltano run` (discovery, then the run) shows it twice while it says nothing to act on.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != "Skipping parse of env var settings..."
+
+
+logging.getLogger("tap-pgcdc").addFilter(_StartupNoise())
+
+
 class TapPgCdc(SQLTap):
     """Singer tap for PostgreSQL change data capture over pgoutput logical replication."""
 
@@ -44,6 +59,8 @@ class TapPgCdc(SQLTap):
         self._discovered: dict[str, t.Any] | None = None
         self._input_identity: dict[str, t.Any] | None = None
         super().__init__(*args, catalog=catalog, **kwargs)
+        if self.input_catalog is not None:
+            pgconn.keep_required_properties(self.input_catalog)
 
     # --- discovery ----------------------------------------------------------------------
 

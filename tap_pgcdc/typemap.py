@@ -26,8 +26,16 @@ from tap_pgcdc.types.oids import BUILTIN_TYPE_ROWS
 __all__ = [
     "BOOL_CONVERTER",
     "BUILTIN_TYPES",
+    "DATE_MAX",
+    "DATE_MIN",
+    "FLOAT_CONVERTER",
+    "LAST_TIMESTAMP_TEXT",
+    "NON_FINITE",
+    "NUMERIC_CONVERTER",
     "STRING_CONVERTERS",
     "TEXT_IS_JSON",
+    "TIMESTAMP_MAX",
+    "TIMESTAMP_MIN",
     "Converter",
     "PgType",
     "converter",
@@ -74,6 +82,16 @@ _VECTOR_TYPES = frozenset({"int2vector", "oidvector"})
 
 _INTEGER: dict[str, Any] = {"type": ["integer"]}
 _NUMBER: dict[str, Any] = {"type": ["number"]}
+# JSON Schema's "pattern" applies to strings only: any number, or one of the three strings.
+_NUMBER_OR_NON_FINITE: dict[str, Any] = {
+    "type": ["number", "string"],
+    "pattern": "^(NaN|Infinity|-Infinity)$",
+}
+_TIME: dict[str, Any] = {"type": ["string"], "pattern": "^[0-9]{2}:[0-9]{2}:[0-9]{2}([.][0-9]+)?$"}
+_TIMETZ: dict[str, Any] = {
+    "type": ["string"],
+    "pattern": "^[0-9]{2}:[0-9]{2}:[0-9]{2}([.][0-9]+)?[+-][0-9]{2}:[0-9]{2}(:[0-9]{2})?$",
+}
 _BOOLEAN: dict[str, Any] = {"type": ["boolean"]}
 _STRING: dict[str, Any] = {"type": ["string"]}
 # A json/jsonb value is any JSON document, including `null`: the schema admits null even for a
@@ -89,12 +107,31 @@ def _string(fmt: str) -> dict[str, Any]:
     return {"type": ["string"], "format": fmt}
 
 
-def _astronomical(text: str) -> str:
-    """Rewrite "0044-03-15..." (before " BC") as "-0043-03-15...": ISO 8601 counts 1 BC as 0."""
-    dash = text.index("-")
-    bc_year = int(text[:dash])
-    year = f"-{bc_year - 1:04d}" if bc_year > 1 else "0000"
-    return year + text[dash:]
+# RFC 3339 (JSON Schema's date and date-time) and most warehouses hold years 1 to 9999 only.
+# Postgres values outside that range (-infinity, BC dates, years after 9999, infinity) are
+# written as the nearest end of it, so that every value validates and loads: "before everything
+# a warehouse can hold" and "after everything". The last timestamp is 23:59:59.999, not .999999:
+# tools that read a timestamp as float seconds (singer-tools, strict_rfc3339) round .999999 of
+# year 9999 up into year 10000.
+DATE_MIN, DATE_MAX = "0001-01-01", "9999-12-31"
+TIMESTAMP_MIN, TIMESTAMP_MAX = "0001-01-01T00:00:00+00:00", "9999-12-31T23:59:59.999+00:00"
+LAST_TIMESTAMP_TEXT = "9999-12-31 23:59:59.999"
+"""The last timestamp written as itself (as Postgres prints it); later ones are TIMESTAMP_MAX."""
+
+
+def _early(text: str) -> bool:
+    """Whether a date/timestamp text outside years 1..9999 lies before them ("-infinity", BC)."""
+    return text[0] == "-" or text[-1] == "C"
+
+
+def _in_range(text: str) -> bool:
+    """Whether a date/timestamp text is in years 1..9999 (four year digits, not BC)."""
+    return text[4:5] == "-" and text[-1] != "C"
+
+
+def _in_timestamp_range(text: str) -> bool:
+    """`_in_range`, and not after LAST_TIMESTAMP_TEXT (a string comparison: the same layout)."""
+    return _in_range(text) and (text[:4] != "9999" or text <= LAST_TIMESTAMP_TEXT)
 
 
 def _iso_offset(text: str) -> str:
@@ -104,29 +141,37 @@ def _iso_offset(text: str) -> str:
 
 
 def _date(text: str) -> str:
-    if text[-1] == "C":  # "0044-03-15 BC"
-        return _astronomical(text[:-3])
-    return text  # ISO already, or "infinity" / "-infinity"
+    if _in_range(text):
+        return text  # ISO already
+    return DATE_MIN if _early(text) else DATE_MAX
 
 
 def _timestamp(text: str) -> str:
-    last = text[-1]
-    if last == "y":  # "infinity", "-infinity"
-        return text
-    if last == "C":  # "0044-03-15 12:00:00 BC"
-        text = _astronomical(text[:-3])
-    return text.replace(" ", "T", 1)
+    """A timestamp without time zone as UTC ("+00:00"), the reading warehouses give it."""
+    if _in_timestamp_range(text):
+        return text.replace(" ", "T", 1) + "+00:00"
+    return TIMESTAMP_MIN if _early(text) else TIMESTAMP_MAX
 
 
 def _timestamptz(text: str) -> str:
-    if text[-3:] == "+00":  # TimeZone=UTC: nearly every value
-        return text.replace(" ", "T", 1) + ":00"
-    last = text[-1]
-    if last == "y":
-        return text
-    if last == "C":  # "0044-03-15 12:00:00+00 BC": the era comes after the offset
-        text = _astronomical(text[:-3])
-    return _iso_offset(text.replace(" ", "T", 1))
+    if _in_timestamp_range(text):
+        if text[-3:] == "+00":  # TimeZone=UTC: nearly every value
+            return text.replace(" ", "T", 1) + ":00"
+        return _iso_offset(text.replace(" ", "T", 1))
+    return TIMESTAMP_MIN if _early(text) else TIMESTAMP_MAX
+
+
+NON_FINITE = frozenset({"NaN", "Infinity", "-Infinity"})
+"""How Postgres prints the non-finite real, double precision and numeric values; the tap writes
+them as these JSON strings (JSON has no NaN or infinity)."""
+
+
+def _float(text: str) -> float | str:
+    return text if text in NON_FINITE else float(text)
+
+
+def _numeric(text: str) -> Decimal | str:
+    return text if text in NON_FINITE else Decimal(text)
 
 
 def _bytea(text: str) -> str:
@@ -180,12 +225,12 @@ def _bool(text: str) -> bool:
 
 
 # Built-in scalar types by name: (schema without null, converter). `str` means "keep the text".
-# float4/float8: `float` reads "NaN", "Infinity" and "-Infinity" as nan/inf/-inf, and with
-# extra_float_digits=3 the text is the shortest exact representation, so the value round-trips.
-# NaN and the infinities (float and numeric alike) are meant to reach the output as the JSON
-# tokens NaN/Infinity, which Python's json module reads back. Note that singer-sdk 0.54 turns them
-# into null unless the stream opts out: its record conformance maps them to None and its
-# serializer passes ignore_nan=True.
+# float4/float8: with extra_float_digits=3 the text is the shortest exact representation, so the
+# value round-trips. NaN and the infinities (float and numeric alike) become the strings "NaN",
+# "Infinity", "-Infinity", which the schema admits beside numbers (bare NaN is not JSON).
+# time/timetz carry a pattern, not `format: time`: JSON Schema's time (RFC 3339) requires an
+# offset, which a time without time zone has not, and older validators (singer-tools') accept
+# no fraction of a second; "24:00:00" is a valid Postgres time, kept as is.
 _BUILTIN_SCALARS: dict[str, tuple[dict[str, Any], Converter]] = {
     "int2": (_INTEGER, int),
     "int4": (_INTEGER, int),
@@ -194,17 +239,17 @@ _BUILTIN_SCALARS: dict[str, tuple[dict[str, Any], Converter]] = {
     "xid": (_INTEGER, int),
     "xid8": (_INTEGER, int),
     "cid": (_INTEGER, int),
-    "numeric": (_NUMBER, Decimal),  # exact; "NaN", "Infinity", "-Infinity" included
-    "float4": (_NUMBER, float),
-    "float8": (_NUMBER, float),
+    "numeric": (_NUMBER_OR_NON_FINITE, _numeric),  # exact
+    "float4": (_NUMBER_OR_NON_FINITE, _float),
+    "float8": (_NUMBER_OR_NON_FINITE, _float),
     "money": (_NUMBER, _money),
     "bool": (_BOOLEAN, _bool),
     "bytea": ({"type": ["string"], "contentEncoding": "base16"}, _bytea),
     "date": (_string("date"), _date),
     "timestamp": (_string("date-time"), _timestamp),
     "timestamptz": (_string("date-time"), _timestamptz),
-    "time": (_string("time"), str),
-    "timetz": (_string("time"), _iso_offset),
+    "time": (_TIME, str),
+    "timetz": (_TIMETZ, _iso_offset),
     "interval": (_string("duration"), str),
     "uuid": (_string("uuid"), str),
     "json": (_JSON, _json),
@@ -217,17 +262,29 @@ _SCALARS: dict[int, tuple[dict[str, Any], Converter]] = {
 _EXTENSION_SCALARS: dict[str, tuple[dict[str, Any], Converter]] = {
     "hstore": (_HSTORE, parse_hstore),
     "citext": (_STRING, str),
+    # PostGIS prints geometry and geography as hex EWKB; the SQL type rides along as a hint
+    # (docs/targets.md: how DuckDB spatial and PostGIS read it).
+    "geometry": (
+        {"type": ["string"], "contentEncoding": "base16", "x-sql-datatype": "geometry"},
+        str,
+    ),
+    "geography": (
+        {"type": ["string"], "contentEncoding": "base16", "x-sql-datatype": "geography"},
+        str,
+    ),
 }
 # What writers that render JSON straight from the text (tap_pgcdc/output/jsontext.py) need to know:
 STRING_CONVERTERS: frozenset[Converter] = frozenset(
     {str, _date, _timestamp, _timestamptz, _iso_offset, _bytea, _money_text}
 )
 """Converters whose result is always a `str`."""
-TEXT_IS_JSON: frozenset[Converter] = frozenset({int, Decimal, _jsonb})
+TEXT_IS_JSON: frozenset[Converter] = frozenset({int, _jsonb})
 """Converters whose input, as the server prints it, is already a JSON text of their result: the
-same integer, the same decimal (digits and exponent; NaN and Infinity as the tap's tokens), the
-same jsonb document."""
+same integer, the same jsonb document."""
 BOOL_CONVERTER: Converter = _bool
+FLOAT_CONVERTER: Converter = _float
+NUMERIC_CONVERTER: Converter = _numeric
+"""A numeric's text is the JSON of its value (digits and exponent), unless it is non-finite."""
 
 _NUMERIC_OID = _OID["numeric"]
 _MONEY_OID = _OID["money"]
@@ -237,7 +294,12 @@ _MONEY_PRECISION, _MONEY_SCALE = 19, 2
 
 
 def json_schema(
-    t: PgType, *, nullable: bool, typmod: int = -1, use_singer_decimal: bool = False
+    t: PgType,
+    *,
+    nullable: bool,
+    typmod: int = -1,
+    dims: int = 0,
+    use_singer_decimal: bool = False,
 ) -> dict[str, Any]:
     """Return the JSON Schema of a column of type `t`.
 
@@ -246,12 +308,19 @@ def json_schema(
         nullable: whether the column admits NULL (adds "null" to "type").
         typmod: `pg_attribute.atttypmod` (-1: none). For arrays it is the element's typmod; for
             a domain pass the domain's `typtypmod`.
+        dims: `pg_attribute.attndims`, the dimensions an array column declares: `integer[][]`
+            holds arrays of arrays of integers. Postgres does not enforce it; values of other
+            dimensions than declared do not match the schema.
         use_singer_decimal: numeric and money as strings in the `x-singer.decimal` format.
 
     Returns:
         A new dict the caller may modify.
     """
     schema = _schema(t, typmod, use_singer_decimal)
+    for _ in range(dims - 1):
+        if schema.get("type") != ["array"]:
+            break
+        schema["items"] = {"type": ["array", "null"], "items": schema["items"]}
     if nullable and "null" not in schema["type"]:
         schema["type"].append("null")
     return schema

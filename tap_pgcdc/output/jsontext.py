@@ -1,7 +1,8 @@
 """JSON text of record values, exactly as the tap writes it.
 
-`serialize` is the writer's encoding of a whole message: Decimals exact, NaN and ±Infinity as the
-tokens NaN / Infinity / -Infinity, ASCII only, compact separators. The fast paths render values
+`serialize` is the writer's encoding of a whole message: strict JSON (RFC 8259: a float NaN or
+infinity is an error, the converters turn those values into strings first), Decimals exact,
+ASCII only, compact separators. The fast paths render values
 one by one instead; :func:`fragment` says how, per converter, so that each value comes out as the
 same JSON value `serialize` would give it.
 """
@@ -29,9 +30,13 @@ def _default(obj: t.Any) -> str:
 
 
 def serialize(obj: object) -> str:
-    """One JSON line: Decimals exact, NaN/Infinity as tokens, compact separators."""
+    """One JSON line: strict JSON, Decimals exact, compact separators.
+
+    Raises:
+        ValueError: on a float or Decimal NaN or infinity, which JSON cannot express.
+    """
     text: str = simplejson.dumps(
-        obj, use_decimal=True, allow_nan=True, default=_default, separators=(",", ":")
+        obj, use_decimal=True, allow_nan=False, default=_default, separators=(",", ":")
     )
     return text
 
@@ -44,12 +49,12 @@ def fragment(convert: typemap.Converter) -> Fragment | None:
     """How a value's text becomes the JSON `serialize` writes for `convert(text)`.
 
     Returns None when the text already is that JSON (see `typemap.TEXT_IS_JSON`): an integer
-    prints the same digits; a numeric the same decimal, and NaN, ±Infinity the same tokens
-    (`str(Decimal)` may write "1E-7" where Postgres writes "0.0000001": the same sign, digits and
-    exponent once parsed); a jsonb document the same JSON value (`serialize` would drop the
-    spaces after ':' and ','). The other converters get `serialize`'s own spelling: its string
-    escaping, its float and bool tokens, or for the rest (json, arrays, hstore, money) `serialize`
-    applied to the converted value.
+    prints the same digits; a jsonb document the same JSON value (`serialize` would drop the
+    spaces after ':' and ','). A finite numeric prints the same decimal (`str(Decimal)` may write
+    "1E-7" where Postgres writes "0.0000001": the same sign, digits and exponent once parsed),
+    NaN and ±Infinity become strings. The other converters get `serialize`'s own spelling: its
+    string escaping, its float and bool tokens, or for the rest (json, arrays, hstore, money)
+    `serialize` applied to the converted value.
     """
     if convert in typemap.TEXT_IS_JSON:
         return None
@@ -57,27 +62,29 @@ def fragment(convert: typemap.Converter) -> Fragment | None:
         return json_string
     if convert in typemap.STRING_CONVERTERS:
         return lambda text: json_string(convert(text))
-    if convert is float:
+    if convert is typemap.NUMERIC_CONVERTER:
+        return _numeric_json
+    if convert is typemap.FLOAT_CONVERTER:
         return _float_json
     if convert is typemap.BOOL_CONVERTER:
         return _bool_json
     return lambda text: serialize(convert(text))
 
 
-_INF = float("inf")
 _BOOL_JSON = {"t": "true", "f": "false"}
+_NON_FINITE_JSON = {text: json_string(text) for text in typemap.NON_FINITE}
 
 
 def _float_json(text: str) -> str:
-    """simplejson's float encoding: repr, and the tokens NaN, Infinity, -Infinity."""
-    value = float(text)
-    if value != value:
-        return "NaN"
-    if value == _INF:
-        return "Infinity"
-    if value == -_INF:
-        return "-Infinity"
-    return float.__repr__(value)
+    """simplejson's float encoding (repr); NaN, Infinity, -Infinity as strings."""
+    rendered = _NON_FINITE_JSON.get(text)
+    return float.__repr__(float(text)) if rendered is None else rendered
+
+
+def _numeric_json(text: str) -> str:
+    """A numeric's text is its JSON number; NaN, Infinity, -Infinity as strings."""
+    rendered = _NON_FINITE_JSON.get(text)
+    return text if rendered is None else rendered
 
 
 def _bool_json(text: str) -> str:

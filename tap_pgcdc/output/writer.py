@@ -1,9 +1,10 @@
-"""Singer message output: exact numbers, special floats kept, stdout flushed at STATE.
+"""Singer message output: exact numbers, strict JSON, stdout flushed at STATE.
 
 Two differences from the SDK's writer, both about fidelity and speed:
-- NaN and ±Infinity (valid in real, double precision and numeric columns) are written as the JSON
-  tokens NaN / Infinity / -Infinity, which Python's json, simplejson and every Python Singer
-  target read back. The SDK's default writes null, which silently replaces a value.
+- Decimals are written with every digit, and a non-finite float is an error instead of a null
+  (the SDK's default writes null, which silently replaces a value). NaN and ±Infinity of real,
+  double precision and numeric columns arrive here as the strings "NaN", "Infinity",
+  "-Infinity" (typemap.py), so the output is strict JSON (RFC 8259) that every parser reads.
 - stdout is flushed when a STATE message is written rather than after every record. A STATE is
   only ever written after the records it covers, so a crash before a flush loses at most records
   whose STATE was never emitted: the next run, resuming from the previous state, sends them again.

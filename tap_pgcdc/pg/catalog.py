@@ -42,6 +42,7 @@ class ColumnInfo:
     not_null: bool
     generated: bool  # stored generated columns: pgoutput before PG 18 does not send them
     sql_type: str  # format_type(): schema-qualified where needed, usable in casts
+    dims: int = 0  # pg_attribute.attndims: the array dimensions declared (integer[][]: 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +60,7 @@ class TableInfo:
     row_estimate: int
     replica_identity: str  # pg_class.relreplident: d default, n nothing, f full, i index
     primary_key: tuple[str, ...] = ()  # the primary key's columns, in key order
+    extension: str | None = None  # the extension that owns it (PostGIS' spatial_ref_sys), if any
 
     @property
     def stream_name(self) -> str:
@@ -112,7 +114,12 @@ def split_stream_id(stream: str) -> tuple[str, str]:
 
 
 _TABLES_SQL = """
-SELECT c.oid, n.nspname, c.relname, c.relkind, c.reltuples::bigint, c.relreplident
+SELECT c.oid, n.nspname, c.relname, c.relkind, c.reltuples::bigint, c.relreplident,
+       (SELECT e.extname FROM pg_catalog.pg_depend d
+        JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid
+        WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid
+          AND d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.deptype = 'e'
+        LIMIT 1)
 FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p', 'v', 'm')
@@ -125,7 +132,7 @@ ORDER BY n.nspname, c.relname
 
 _COLUMNS_SQL = """
 SELECT a.attrelid, a.attname, a.attnum, a.atttypid, a.atttypmod, a.attnotnull,
-       a.attgenerated <> '', pg_catalog.format_type(a.atttypid, a.atttypmod)
+       a.attgenerated <> '', pg_catalog.format_type(a.atttypid, a.atttypmod), a.attndims
 FROM pg_catalog.pg_attribute a
 WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attrelid, a.attnum
@@ -239,7 +246,7 @@ def load_tables(
         identity_keys = {row[0]: tuple(row[1]) for row in cur.fetchall()}
     types = resolve_types(conn, (row[3] for row in columns))
     by_table: dict[int, list[ColumnInfo]] = {}
-    for relid, name, attnum, typid, typmod, not_null, generated, sql_type in columns:
+    for relid, name, attnum, typid, typmod, not_null, generated, sql_type, dims in columns:
         by_table.setdefault(relid, []).append(
             ColumnInfo(
                 name=name,
@@ -249,6 +256,7 @@ def load_tables(
                 not_null=not_null,
                 generated=generated,
                 sql_type=sql_type,
+                dims=dims,
             )
         )
     return [
@@ -262,6 +270,7 @@ def load_tables(
             row_estimate=max(int(reltuples), 0),
             replica_identity=replident,
             primary_key=keys.get(oid, ()),
+            extension=extension,
         )
-        for oid, schema, name, kind, reltuples, replident in tables
+        for oid, schema, name, kind, reltuples, replident, extension in tables
     ]

@@ -2,8 +2,8 @@
 
 Each column's part is a SQL expression that gives exactly the JSON the typemap converter and the
 writer give for the column's text, for the types listed in `_rendering`, each with the reason it
-is exact. Every other value (other types, and dates before year 1, which `to_json` prints
-differently) arrives as a marker holding the value's output text,
+is exact. Every other value (other types, non-finite numerics, and dates outside years 1 to
+9999, which the converters clamp) arrives as a marker holding the value's output text,
 ``\\x01<column index>\\x02<text as a JSON string>\\x03``, and `resolve_markers` converts it with
 the column's converter and the writer's serializer: the plain path's own code. No other control
 character can occur in the rendered text, because every string in it is JSON-escaped.
@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import re
 import typing as t
-from decimal import Decimal
 
 from tap_pgcdc import typemap
 from tap_pgcdc.output.jsontext import json_string, serialize
@@ -34,6 +33,7 @@ def _builtin_converter(name: str) -> typemap.Converter:
     return typemap.converter(typemap.BUILTIN_TYPES[_OID[name]])
 
 
+_NUMERIC = _builtin_converter("numeric")
 _DATE = _builtin_converter("date")
 _TIMESTAMP = _builtin_converter("timestamp")
 _TIMESTAMPTZ = _builtin_converter("timestamptz")
@@ -64,8 +64,10 @@ def _rendering(col: ColumnInfo, convert: typemap.Converter) -> tuple[str, str | 
     oid = base.oid
     if oid in _INTEGERS and convert is int:
         return f"{x}::text", None  # canonical digits, as str(int(text))
-    if oid == _OID["numeric"] and convert is Decimal:
-        return f"{x}::text", None  # see jsontext.fragment; NaN, Infinity as the writer's tokens
+    if oid == _OID["numeric"] and convert is _NUMERIC:
+        # see jsontext.fragment; NaN and the infinities (compared as text: numeric infinity is
+        # new in PostgreSQL 14) go to Python, which writes them as strings
+        return f"{x}::text", f"{x}::text NOT IN ('NaN', 'Infinity', '-Infinity')"
     if oid == _OID["numeric"] and convert is str:  # use_singer_decimal: the text, quoted
         return f"'\"' || {x}::text || '\"'", None  # digits, '.', '-', NaN, Infinity
     if oid == _OID["bool"] and convert is typemap.BOOL_CONVERTER:
@@ -80,17 +82,20 @@ def _rendering(col: ColumnInfo, convert: typemap.Converter) -> tuple[str, str | 
         return f"to_json({x}::text)::text", None
     if oid == _OID["jsonb"] and convert is _JSONB:
         return f"{x}::text", None  # see jsontext.fragment: the same JSON value, spaced
-    # Dates and times: years before 1 print " BC", which the converters rewrite; those go to
-    # Python. From year 1 on, and for the infinities:
+    # Dates and times: values outside years 1 to 9999 (BC, infinities, five-digit years) are
+    # clamped by the converters; those go to Python. Within them:
     if oid == _OID["date"] and convert is _DATE:
         # the ISO text, unchanged by the converter
-        return f"'\"' || {x}::text || '\"'", f"{x} >= '0001-01-01' OR NOT isfinite({x})"
+        return f"'\"' || {x}::text || '\"'", f"{x} BETWEEN '0001-01-01' AND '9999-12-31'"
     # to_json prints the ISO text with 'T' and, in UTC, the offset as "+00:00": what the
-    # converters make of the text.
+    # converters make of the text (a timestamp without time zone gets "+00:00" appended).
     if oid == _OID["timestamp"] and convert is _TIMESTAMP:
-        return f"to_json({x})::text", f"{x} >= '0001-01-01 00:00:00' OR NOT isfinite({x})"
+        in_range = f"{x} BETWEEN '0001-01-01 00:00:00' AND '{typemap.LAST_TIMESTAMP_TEXT}'"
+        return f"left(to_json({x})::text, -1) || '+00:00\"'", in_range
     if oid == _OID["timestamptz"] and convert is _TIMESTAMPTZ:
-        return f"to_json({x})::text", f"{x} >= '0001-01-01 00:00:00+00' OR NOT isfinite({x})"
+        last = typemap.LAST_TIMESTAMP_TEXT
+        in_range = f"{x} BETWEEN '0001-01-01 00:00:00+00' AND '{last}+00'"
+        return f"to_json({x})::text", in_range
     return None
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+
+from tests.conformance import schema_violations
 from tests.memory_target import MemoryTarget
 from tests.tap_runner import TapRun, discover, run_tap, select_streams, set_method
 from tests.type_cases import CASES, create_types_table, insert_types_row, mismatches
@@ -316,6 +319,7 @@ def test_every_type_is_the_same_from_the_log_as_from_the_snapshot(db) -> None:
     run = run_tap(db.config(), state=first.final_state).check()
     log = {r["id"]: r for r in run.records()}
     assert mismatches(log[3]) == []
+    assert schema_violations(first.raw_lines) == schema_violations(run.raw_lines) == []
     names = ["id"] + [c[0] for c in CASES]
     assert {k: log[3][k] for k in names if k != "id"}.keys() == {
         k: snap[1][k] for k in names if k != "id"
@@ -445,3 +449,31 @@ def test_deselected_column_stays_hidden_across_schema_changes(db) -> None:
     records = {r["id"]: r for r in run.records()}
     assert all("ssn" not in r for r in records.values())
     assert records[2]["email"] == "bob@example.com" and records[3]["age"] == 30
+
+
+@pytest.mark.parametrize("inclusion", ["automatic", "available"])
+def test_deselecting_what_deletes_depend_on_keeps_it(db, inclusion: str) -> None:
+    """_sdc_deleted_at, _sdc_lsn and the key stay in the records whatever the catalog selects.
+
+    Discovery marks them `inclusion: automatic`; a catalog that deselects them (and even one
+    that sets them `available`) still gets them, so a delete never arrives as a row of NULLs.
+    """
+    db.execute("CREATE TABLE kept (id int PRIMARY KEY, a text, b text)")
+    db.execute("INSERT INTO kept VALUES (1, 'x', 'y'), (2, 'p', 'q')")
+    catalog = select_streams(discover(db.config()), {"public-kept"})
+    (stream,) = [s for s in catalog["streams"] if s["tap_stream_id"] == "public-kept"]
+    required = {"_sdc_deleted_at", "_sdc_lsn", "id"}
+    for item in stream["metadata"]:
+        name = item["breadcrumb"][-1] if item["breadcrumb"] else None
+        if name in required:
+            assert item["metadata"]["inclusion"] == "automatic", name
+            item["metadata"].update(selected=False, inclusion=inclusion)
+        if name == "b":  # an ordinary property: deselection is honoured
+            item["metadata"]["selected"] = False
+    first = run_tap(db.config(), catalog=catalog).check()
+    assert [sorted(r) for r in first.records()] == [["_sdc_deleted_at", "_sdc_lsn", "a", "id"]] * 2
+    db.execute("DELETE FROM kept WHERE id = 2")
+    run = run_tap(db.config(), catalog=catalog, state=first.final_state).check()
+    (deleted,) = run.records()
+    assert deleted["id"] == 2 and deleted["_sdc_deleted_at"] and deleted["_sdc_lsn"] > 0
+    assert "b" not in deleted

@@ -50,7 +50,7 @@ def test_discovers_tables_views_and_partition_parents_only(db) -> None:
     assert orders["key_properties"] == ["id"]
     assert orders["schema"]["properties"]["id"] == {"type": ["integer"]}
     assert orders["schema"]["properties"]["note"] == {"type": ["string"]}
-    assert orders["schema"]["properties"]["amount"]["type"] == ["number", "null"]
+    assert orders["schema"]["properties"]["amount"]["type"] == ["number", "string", "null"]
     assert orders["schema"]["properties"]["_sdc_lsn"] == {"type": ["integer", "null"]}
     assert orders["schema"]["properties"]["_sdc_deleted_at"] == {
         "type": ["string", "null"],
@@ -109,9 +109,10 @@ def test_schema_for_every_type(db) -> None:
     expected_types = {
         "c_smallint": ["integer", "null"],
         "c_bigint": ["integer", "null"],
-        "c_numeric": ["number", "null"],
-        "c_real": ["number", "null"],
-        "c_double": ["number", "null"],
+        # a number, or "NaN", "Infinity", "-Infinity" (JSON has no such numbers)
+        "c_numeric": ["number", "string", "null"],
+        "c_real": ["number", "string", "null"],
+        "c_double": ["number", "string", "null"],
         "c_money": ["number", "null"],
         "c_bool": ["boolean", "null"],
         "c_text": ["string", "null"],
@@ -128,6 +129,8 @@ def test_schema_for_every_type(db) -> None:
     assert props["c_timestamptz"]["format"] == "date-time"
     assert props["c_date"]["format"] == "date"
     assert props["c_interval"]["format"] == "duration"
+    assert props["c_numeric"]["pattern"] == "^(NaN|Infinity|-Infinity)$"
+    assert "format" not in props["c_time"] and "pattern" in props["c_time"]
     assert props["c_varchar"]["maxLength"] == 20
     assert props["c_int_array"]["items"] == {"type": ["integer", "null"]}
     assert props["c_2d_array"]["type"] == ["array", "null"]
@@ -184,3 +187,25 @@ def test_about_lists_every_setting() -> None:
     ]
     assert props["port"]["default"] == 5432
     assert props["slot_name"]["default"] == "tap_pgcdc"
+
+
+def test_extension_objects_are_offered_but_not_selected_by_default(db) -> None:
+    """PostGIS' spatial_ref_sys and its views belong to the extension (pg_depend deptype 'e').
+
+    Tested with pg_buffercache, a contrib extension that creates a view, the same way: the
+    tap recognises extension-owned tables and views by their dependency on the extension.
+    """
+    db.execute("CREATE EXTENSION pg_buffercache; CREATE TABLE mine (id int PRIMARY KEY)")
+    catalog = discover(db.config())
+    streams = _streams(catalog)
+    assert _root(streams["public-pg_buffercache"])["selected-by-default"] is False
+    assert _root(streams["public-mine"])["selected-by-default"] is True
+    run = run_tap(db.config(), catalog=catalog).check()
+    assert {m["stream"] for m in run.of_type("SCHEMA")} == {"public-mine"}
+    for stream in (streams["public-mine"],):
+        automatic = {
+            m["breadcrumb"][-1]
+            for m in stream["metadata"]
+            if m["breadcrumb"] and m["metadata"].get("inclusion") == "automatic"
+        }
+        assert automatic == {"id", "_sdc_lsn", "_sdc_deleted_at"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tests.conformance import schema_violations
 from tests.tap_runner import discover, run_tap, select_streams
 from tests.type_cases import create_types_table, mismatches
 
@@ -12,6 +13,7 @@ def test_every_type_round_trips_exactly(db) -> None:
     records = {r["id"]: r for r in run.records("public-all_types")}
     assert set(records) == {1, 2}
     assert mismatches(records[1]) == []
+    assert schema_violations(run.raw_lines) == []
     # The all-NULL row: every column present and null, never missing.
     assert all(records[2][name] is None for name in records[2] if name not in ("id", "_sdc_lsn"))
     assert records[1]["_sdc_deleted_at"] is None
