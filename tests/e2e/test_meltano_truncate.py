@@ -124,10 +124,13 @@ def test_records_in_runs_after_a_truncate_carry_its_version(
     db.execute("BEGIN; TRUNCATE items; INSERT INTO items VALUES (2, 'two'); COMMIT;")
     postgres_pipeline.run()
     version = postgres_pipeline.state()["singer_state"]["bookmarks"]["public-items"]["version"]
-    # Inserted in the truncating transaction: its commit LSN is both _sdc_lsn and the version.
-    assert target_db.rows("items", ["id", "_sdc_lsn", "_sdc_table_version"], ["id"]) == [
-        (2, version, version)
-    ]
+    # Inserted in the truncating transaction: it carries the TRUNCATE's version (the LSN of the
+    # TRUNCATE's own record), which lies before the commit that is its _sdc_lsn.
+    [(row_id, commit_lsn, row_version)] = target_db.rows(
+        "items", ["id", "_sdc_lsn", "_sdc_table_version"], ["id"]
+    )
+    assert (row_id, row_version) == (2, version)
+    assert commit_lsn > version
 
     db.execute("INSERT INTO items VALUES (3, 'three')")
     db.execute("UPDATE items SET name = 'TWO' WHERE id = 2")
