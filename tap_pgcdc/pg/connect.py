@@ -9,6 +9,7 @@ side effect; opening a connection starts the SSH tunnel first when one is config
 from __future__ import annotations
 
 import contextlib
+import logging
 import typing as t
 
 import psycopg2
@@ -34,6 +35,9 @@ SESSION_SETTINGS: dict[str, str] = {
 }
 
 SSL_SETTINGS = ("sslmode", "sslrootcert", "sslcert", "sslkey")
+
+
+logger = logging.getLogger(__name__)
 
 
 def session_options() -> str:
@@ -111,14 +115,27 @@ def connect(
     Raises:
         ConnectionFailed: with the server's reason and what to check, never the password.
     """
-    kwargs = connection_kwargs(config, start_tunnel(config))
-    kwargs.update(extra)
-    if connection_factory is not None:
-        kwargs["connection_factory"] = connection_factory
-    try:
-        return psycopg2.connect(**kwargs)
-    except psycopg2.OperationalError as exc:
-        raise ConnectionFailed.from_error(exc, config) from None
+    for attempt in (1, 2):
+        tunnel = start_tunnel(config)
+        kwargs = connection_kwargs(config, tunnel)
+        kwargs.update(extra)
+        if connection_factory is not None:
+            kwargs["connection_factory"] = connection_factory
+        try:
+            return psycopg2.connect(**kwargs)
+        except psycopg2.OperationalError as exc:
+            # The bastion ended the SSH session under this attempt: a new one is opened once.
+            if attempt == 1 and tunnel is not None and _tunnel_lost(config):
+                logger.warning("The SSH tunnel was closed by the bastion; opening a new one.")
+                continue
+            raise ConnectionFailed.from_error(exc, config) from None
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _tunnel_lost(config: Mapping[str, t.Any]) -> bool:
+    from tap_pgcdc.pg.tunnel import tunnel_lost  # paramiko: only a configured tunnel needs it
+
+    return tunnel_lost(config)
 
 
 @contextlib.contextmanager

@@ -341,6 +341,21 @@ def start_tunnel(config: Mapping[str, t.Any]) -> tuple[str, int] | None:
     return "127.0.0.1", tunnel.local_port
 
 
+def tunnel_lost(config: Mapping[str, t.Any]) -> bool:
+    """Whether the tunnel `config` uses was started and has since ended (the bastion dropped it).
+
+    A connection attempt through a tunnel whose SSH session just died fails; the next
+    `start_tunnel` opens a new session.
+    """
+    settings = tunnel_settings(config)
+    if settings is None:
+        return False
+    remote = (str(config.get("host", "localhost")), int(config.get("port", 5432)))
+    with _lock:
+        tunnel = _tunnels.get((settings.host, settings.port, settings.username, *remote))
+    return tunnel is not None and not tunnel.is_active
+
+
 def close_all() -> None:
     """Close every tunnel of the process (also run at exit)."""
     with _lock:
