@@ -314,6 +314,16 @@ _lock = threading.Lock()
 _tunnels: dict[tuple[t.Any, ...], SshTunnel] = {}
 
 
+def _remote(config: Mapping[str, t.Any]) -> tuple[str, int]:
+    """The database's address as the bastion sees it."""
+    return str(config.get("host", "localhost")), int(config.get("port", 5432))
+
+
+def _key(settings: TunnelSettings, remote: tuple[str, int]) -> tuple[t.Any, ...]:
+    """One tunnel per bastion, login and database address."""
+    return (settings.host, settings.port, settings.username, *remote)
+
+
 def start_tunnel(config: Mapping[str, t.Any]) -> tuple[str, int] | None:
     """Start the tunnel `config` asks for, unless it runs already; where libpq should connect.
 
@@ -330,8 +340,8 @@ def start_tunnel(config: Mapping[str, t.Any]) -> tuple[str, int] | None:
     settings = tunnel_settings(config)
     if settings is None:
         return None
-    remote = (str(config.get("host", "localhost")), int(config.get("port", 5432)))
-    key = (settings.host, settings.port, settings.username, *remote)
+    remote = _remote(config)
+    key = _key(settings, remote)
     with _lock:
         tunnel = _tunnels.get(key)
         if tunnel is None or not tunnel.is_active:
@@ -350,9 +360,8 @@ def tunnel_lost(config: Mapping[str, t.Any]) -> bool:
     settings = tunnel_settings(config)
     if settings is None:
         return False
-    remote = (str(config.get("host", "localhost")), int(config.get("port", 5432)))
     with _lock:
-        tunnel = _tunnels.get((settings.host, settings.port, settings.username, *remote))
+        tunnel = _tunnels.get(_key(settings, _remote(config)))
     return tunnel is not None and not tunnel.is_active
 
 
