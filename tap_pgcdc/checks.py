@@ -18,6 +18,7 @@ from tap_pgcdc.pg.catalog import (
     load_tables,
     stream_id,
 )
+from tap_pgcdc.pg.shape import fetch_shapes, rows_predate_attach
 from tap_pgcdc.replication import slot as slots
 from tap_pgcdc.replication.identity import (
     Uncapturable,
@@ -26,7 +27,7 @@ from tap_pgcdc.replication.identity import (
     judge_replica_identity,
 )
 from tap_pgcdc.replication.publication import membership
-from tap_pgcdc.state import recorded_publication
+from tap_pgcdc.state import recorded_publication, recorded_shape
 
 if t.TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -34,6 +35,7 @@ if t.TYPE_CHECKING:
     import psycopg2.extensions
 
     from tap_pgcdc.pg.catalog import TableInfo
+    from tap_pgcdc.pg.shape import TableShape
     from tap_pgcdc.replication.publication import PublicationFacts
     from tap_pgcdc.streams import PgCdcStream
 
@@ -154,3 +156,46 @@ def publishing(
         )
         for stream in streams
     ]
+
+
+def shape_changes(
+    conn: psycopg2.extensions.connection,
+    streams: Sequence[PgCdcStream],
+    oids: Mapping[str, int],
+) -> tuple[dict[str, recovery.ShapeChange], dict[str, TableShape]]:
+    """What DDL did to each stream's rows since its bookmark, and each table's shape now.
+
+    Args:
+        conn: An autocommit connection.
+        streams: LOG_BASED streams.
+        oids: The OID of each stream's table now, by stream name (a stream whose table is
+            gone is left out, and the run's binding says so).
+
+    Returns:
+        The changes that need a re-snapshot, by stream (only streams with a position and a
+        recorded shape are judged), and the live shape of each stream's table.
+    """
+    live = fetch_shapes(conn, oids.values())
+    changes: dict[str, recovery.ShapeChange] = {}
+    shapes: dict[str, TableShape] = {}
+    for stream in streams:
+        shape = live.get(oids.get(stream.name, 0))
+        if shape is None:
+            continue
+        shapes[stream.name] = shape
+        recorded = recorded_shape(stream.bookmark)
+        if recorded is None or stream.log_position is None:
+            continue
+        change = recovery.plan_shape_recovery(recorded, shape)
+        if not change.needed and change.new_leaves:
+            filled = [
+                leaf.name
+                for leaf in change.new_leaves
+                if rows_predate_attach(conn, shape.oid, stream.table.quoted_name, leaf)
+            ]
+            change = recovery.ShapeChange(
+                reasons=tuple(f"partition {name} was attached with rows" for name in filled)
+            )
+        if change.needed:
+            changes[stream.name] = change
+    return changes, shapes

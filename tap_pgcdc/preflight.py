@@ -115,14 +115,20 @@ def _check(
     slot_name = settings.slot_name
     facts = slots.fetch_slot(conn, slot_name)
     existing = facts.slot
-    lost: tuple[str, ...] = ()
+    # What DDL did since the bookmarks: a run snapshots those streams again first, so their
+    # old positions and publication membership no longer matter (as in run.py).
+    changed, _ = checks.shape_changes(conn, log_streams, {s.name: s.table.oid for s in log_streams})
+    for name, change in changed.items():
+        report.notes.append(recovery.describe_shape_change(name, change))
+    lost: tuple[str, ...] = tuple(changed)
+    judged = [s for s in log_streams if s.name not in changed]
     try:
         check_identity(identity, slot_name=slot_name, system_identifier=info.system_identifier)
         # Raises where a run would stop (on_slot_lost = fail); with resnapshot it names the
         # streams a run would snapshot again.
         plan = recovery.plan_slot_recovery(
             checks.slot_facts(slot_name, existing),
-            checks.log_positions(log_streams),
+            checks.log_positions(judged),
             resnapshot=settings.resnapshot_on_slot_lost,
         )
         if plan.needed:
@@ -135,7 +141,7 @@ def _check(
     try:
         published = recovery.plan_publication_recovery(
             settings.publication_name,
-            *checks.publishing(publication, log_streams),
+            *checks.publishing(publication, judged),
             resnapshot=settings.resnapshot_on_slot_lost,
         )
         if published.needed:

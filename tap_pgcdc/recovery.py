@@ -18,6 +18,8 @@ from tap_pgcdc.pg.lsn import format_lsn
 if t.TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    from tap_pgcdc.pg.shape import LeafFile, TableShape
+
 
 @dataclass(frozen=True, slots=True)
 class SlotFacts:
@@ -233,3 +235,92 @@ def confirmable_position(
         )
         raise SlotError(msg)
     return lowest
+
+
+@dataclass(frozen=True, slots=True)
+class ShapeChange:
+    """What DDL did to a table's existing rows since its bookmark recorded its shape."""
+
+    reasons: tuple[str, ...] = ()  # each a change the log cannot express, as a phrase
+    new_leaves: tuple[LeafFile, ...] = ()  # partitions attached since: their rows to check
+
+    @property
+    def needed(self) -> bool:
+        """Whether the stream must be snapshotted again."""
+        return bool(self.reasons)
+
+
+def plan_shape_recovery(recorded: TableShape, live: TableShape) -> ShapeChange:
+    """What of the DDL since `recorded` the log cannot express for the table's existing rows.
+
+    The log carries every row change, so a table's rows stay right through DDL that leaves the
+    rows as they are: a column added without a value for existing rows (they read NULL, as the
+    target's do), a column dropped (the target keeps it, as Singer targets do), a type changed
+    in place (varchar(10) to text: no rewrite, the values are the same). It cannot express:
+
+    - the table dropped and created again under the same name (another OID): the old rows are
+      gone without a delete, and the new table's first rows may predate the bookmark;
+    - a column renamed (same attnum, another name): rows not changed since never get the new
+      name's values;
+    - a column added with a default, generated or identity value: existing rows took it;
+    - a type changed by a rewrite (ALTER COLUMN ... TYPE ... USING): every value may differ;
+    - a partition detached or dropped (its rows left the table), truncated (not in the log
+      when partitions publish via their root) or rewritten, or detached and attached again.
+
+    A partition attached since is returned in `new_leaves`: whether it brought rows (ATTACH
+    PARTITION of a filled table) or was created empty (CREATE TABLE ... PARTITION OF, whose
+    rows all arrive through the log) needs a look at its rows (`pg.shape.rows_predate_attach`).
+
+    VACUUM FULL and CLUSTER of a partition give it a new file too; they are taken for a
+    TRUNCATE (a re-snapshot that was not needed, never a gap).
+    """
+    if recorded.oid != live.oid:
+        return ShapeChange(
+            reasons=(
+                f"the table was dropped and created again (its OID is {live.oid}, the "
+                f"bookmark's was {recorded.oid})",
+            )
+        )
+    reasons: list[str] = []
+    before = {c.attnum: c for c in recorded.columns}
+    old_files = {f.oid: f for f in recorded.files}
+    rewritten = any(
+        f.oid in old_files and old_files[f.oid].relfilenode != f.relfilenode for f in live.files
+    )
+    for column in live.columns:
+        old = before.get(column.attnum)
+        if old is None:
+            if column.fills_existing:
+                reasons.append(
+                    f"column {column.name} was added with a default, generated or identity "
+                    "value that existing rows took"
+                )
+        elif old.name != column.name:
+            reasons.append(f"column {old.name} was renamed to {column.name}")
+        elif (old.type_oid, old.typmod) != (column.type_oid, column.typmod) and rewritten:
+            reasons.append(f"column {column.name} changed type and the table was rewritten")
+    new_leaves: list[LeafFile] = []
+    if live.partitioned:
+        now = {f.oid: f for f in live.files}
+        for old_file in recorded.files:
+            leaf = now.get(old_file.oid)
+            if leaf is None:
+                reasons.append(f"partition {old_file.name} was detached or dropped")
+            elif leaf.attached != old_file.attached:
+                reasons.append(f"partition {leaf.name} was detached and attached again")
+            elif leaf.relfilenode != old_file.relfilenode:
+                reasons.append(
+                    f"partition {leaf.name} was truncated or rewritten (a partition's "
+                    "TRUNCATE is not in the log)"
+                )
+        new_leaves = [f for f in live.files if f.oid not in old_files]
+    return ShapeChange(reasons=tuple(reasons), new_leaves=tuple(new_leaves))
+
+
+def describe_shape_change(stream: str, change: ShapeChange) -> str:
+    """The run's warning and the --test note for a stream whose shape changed."""
+    return (
+        f"Stream {stream}: {'; '.join(change.reasons)}. The log cannot express that for rows "
+        "not changed since, so the stream is snapshotted again (after an ACTIVATE_VERSION, "
+        "which lets targets that support it drop the rows they hold)."
+    )

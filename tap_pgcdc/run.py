@@ -32,6 +32,7 @@ from tap_pgcdc.checks import (
     log_positions,
     publishing,
     refuse_uncapturable,
+    shape_changes,
     slot_facts,
     stale_keys,
     uncapturable,
@@ -46,6 +47,7 @@ from tap_pgcdc.errors import (
 )
 from tap_pgcdc.output.changes import log_reader
 from tap_pgcdc.pg import wal
+from tap_pgcdc.pg.catalog import load_tables
 from tap_pgcdc.pg.connect import connect
 from tap_pgcdc.pg.lsn import format_lsn
 from tap_pgcdc.pg.quoting import quote_literal
@@ -60,6 +62,7 @@ from tap_pgcdc.snapshot.session import snapshot_connection
 from tap_pgcdc.state import (
     PUBLICATION_KEY,
     RESNAPSHOT_KEY,
+    SHAPE_KEY,
     STATE_KEY,
     check_identity,
     identity_record,
@@ -72,6 +75,7 @@ if t.TYPE_CHECKING:
 
     import psycopg2.extensions
 
+    from tap_pgcdc.replication.publication import PublicationFacts
     from tap_pgcdc.settings import Settings
     from tap_pgcdc.streams import PgCdcStream
 
@@ -176,6 +180,15 @@ class Run:
             # The slot is judged before anything changes: a run that stops here leaves no trace.
             if existing is not None:  # not another tool's, database's or session's
                 raise_first(self._judge_slot(facts, allow_invalidated=True))
+            # First what DDL did to the tables since their bookmarks: a stream snapshotted
+            # again for it needs neither its old position nor its table's publication since.
+            changed, shapes = shape_changes(
+                control, log_streams, {s.name: s.table.oid for s in log_streams}
+            )
+            self._resnapshot_changed(changed, log_streams)
+            for stream in log_streams:
+                if stream.name in shapes:
+                    stream.bookmark[SHAPE_KEY] = shapes[stream.name].record()
             plan = recovery.plan_slot_recovery(
                 slot_facts(slot_name, existing),
                 log_positions(log_streams),
@@ -207,9 +220,7 @@ class Run:
                 self.logger.warning("%s", warning)
             # Publication before slot: a change is published only if its table was in the
             # publication when the change was decoded.
-            raise_first(judge_publication(publication, create=settings.create_publication))
-            apply_publication(control, publication, create=settings.create_publication)
-            self._record_publication(control, log_streams)
+            self._publish(control, log_streams, publication)
             if plan.drop_slot:
                 slots.drop_slot(control, slot_name)
                 self.logger.warning("Dropped invalidated replication slot %s.", slot_name)
@@ -228,6 +239,7 @@ class Run:
 
         if log_streams:
             self._read_log(log_streams, confirm_lsn)
+            self._after_read(control, log_streams)
 
     def _judge_slot(
         self, facts: slots.SlotFacts, *, allow_invalidated: bool = False
@@ -277,6 +289,70 @@ class Run:
                 stream.bookmark.pop(key, None)
             stream.bookmark[RESNAPSHOT_KEY] = True
         self.logger.warning("%s", plan.describe(slot_missing=slot_missing))
+
+    def _resnapshot_changed(
+        self, changed: Mapping[str, recovery.ShapeChange], log_streams: Sequence[PgCdcStream]
+    ) -> list[PgCdcStream]:
+        """Mark the streams whose rows DDL changed beyond what the log shows for a re-snapshot.
+
+        The log is intact, so this needs no setting: the snapshot replaces the rows the log
+        cannot correct (the principle in docs/architecture.md).
+        """
+        marked = [s for s in log_streams if s.name in changed]
+        for stream in marked:
+            self.logger.warning(
+                "%s", recovery.describe_shape_change(stream.name, changed[stream.name])
+            )
+            for key in ("lsn", "snapshot"):
+                stream.bookmark.pop(key, None)
+            stream.bookmark[RESNAPSHOT_KEY] = True
+        return marked
+
+    def _after_read(
+        self, control: psycopg2.extensions.connection, log_streams: Sequence[PgCdcStream]
+    ) -> None:
+        """Snapshot again the streams whose rows DDL changed during the run.
+
+        DDL committed while the run read the log (or before its end) shows in the catalog now;
+        what the log could not express of it is replaced by a snapshot taken now, so the run
+        still ends with the target equal to the source. Changes the shape absorbs (a column
+        added without a value, a type changed in place) are recorded for the next run.
+        """
+        self.activity = "checking what DDL did to the tables during the run"
+        live = {tbl.stream_name: tbl for tbl in load_tables(control)}
+        present = [s for s in log_streams if s.name in live]
+        changed, shapes = shape_changes(
+            control, present, {s.name: live[s.name].oid for s in present}
+        )
+        marked = self._resnapshot_changed(changed, present)
+        for stream in present:
+            if stream.name in shapes:
+                stream.bookmark[SHAPE_KEY] = shapes[stream.name].record()
+        for stream in marked:
+            stream.bind_table(live[stream.name])
+        if marked:
+            # A table created again is not in the publication the tap keeps: published first,
+            # then snapshotted at a later point, as at the start of a run.
+            tables = [s.table for s in log_streams]
+            self._publish(
+                control,
+                log_streams,
+                fetch_publication(control, self.settings.publication_name, tables),
+            )
+            self._snapshot_log_streams(control, marked)
+        self.write_state()
+
+    def _publish(
+        self,
+        control: psycopg2.extensions.connection,
+        log_streams: Sequence[PgCdcStream],
+        publication: PublicationFacts,
+    ) -> None:
+        """Make the publication list every stream's table, and record it with the bookmarks."""
+        create = self.settings.create_publication
+        raise_first(judge_publication(publication, create=create))
+        apply_publication(control, publication, create=create)
+        self._record_publication(control, log_streams)
 
     def _record_publication(
         self, control: psycopg2.extensions.connection, log_streams: Sequence[PgCdcStream]

@@ -11,7 +11,9 @@ emitted; `snapshot`, an unfinished snapshot's consistent point and the last key 
 stream's changes were lost and its re-snapshot must first empty the target (ACTIVATE_VERSION);
 `publication`, `{"oid": ..., "member": ...}`: the publication the stream's changes were read
 through and what made its table a member (`replication.publication.membership`), checked at the
-start of the next run (`recovery.plan_publication_recovery`).
+start of the next run (`recovery.plan_publication_recovery`); `shape`, the table's OID, columns
+and files the target's rows follow (`pg.shape.TableShape.record`), compared with the live table
+at the start of the next run and after each log read (`recovery.plan_shape_recovery`).
 Beside the bookmarks, `tap_pgcdc` names the slot and cluster the positions belong to.
 
 A bad state is an error that names the fix, never a silent reset: a reset would re-snapshot
@@ -25,6 +27,7 @@ import typing as t
 
 from tap_pgcdc.errors import StateError
 from tap_pgcdc.pg.lsn import parse_lsn
+from tap_pgcdc.pg.shape import TableShape
 
 STATE_KEY = "tap_pgcdc"
 # In a stream's bookmark: its changes were lost (see recovery.plan_slot_recovery) and its
@@ -32,6 +35,8 @@ STATE_KEY = "tap_pgcdc"
 RESNAPSHOT_KEY = "resnapshot"
 # In a stream's bookmark: the publication and membership its position was read through.
 PUBLICATION_KEY = "publication"
+# In a stream's bookmark: the shape of its table the target's rows follow (`pg.shape`).
+SHAPE_KEY = "shape"
 
 _FIX_STATE = (
     "pass the state file this tap wrote (the last STATE message the target stored), or no "
@@ -117,6 +122,39 @@ def check_bookmark(stream: str, bookmark: dict[str, t.Any]) -> None:
     ):
         msg = f"State bookmark for {stream!r} has an invalid {PUBLICATION_KEY} {published!r}. {fix}"
         raise StateError(msg)
+    shape = bookmark.get(SHAPE_KEY)
+    if shape is not None and not _is_shape(shape):
+        msg = f"State bookmark for {stream!r} has an invalid {SHAPE_KEY} {shape!r}. {fix}"
+        raise StateError(msg)
+
+
+def _is_shape(shape: object) -> bool:
+    """Whether a bookmark's shape has the form `TableShape.record` writes."""
+    if not isinstance(shape, dict) or not _is_int(shape.get("oid")):
+        return False
+    columns, files = shape.get("columns"), shape.get("files")
+    return (
+        isinstance(columns, list)
+        and isinstance(files, list)
+        and all(
+            isinstance(c, list)
+            and len(c) == 4
+            and _is_int(c[0])
+            and isinstance(c[1], str)
+            and _is_int(c[2])
+            and _is_int(c[3])
+            for c in columns
+        )
+        and all(
+            isinstance(f, list)
+            and len(f) == 4
+            and _is_int(f[0])
+            and isinstance(f[1], str)
+            and _is_int(f[2])
+            and isinstance(f[3], str)
+            for f in files
+        )
+    )
 
 
 def _is_int(value: object) -> bool:
@@ -129,6 +167,12 @@ def recorded_publication(bookmark: dict[str, t.Any]) -> tuple[int, int] | None:
     if published is None:
         return None
     return int(published["oid"]), int(published["member"])
+
+
+def recorded_shape(bookmark: dict[str, t.Any]) -> TableShape | None:
+    """The table shape recorded with a checked bookmark, or None (not recorded)."""
+    shape = bookmark.get(SHAPE_KEY)
+    return None if shape is None else TableShape.from_record(shape)
 
 
 def publication_record(oid: int, member: int) -> dict[str, int]:

@@ -112,7 +112,10 @@ class StreamSink:
     def relation(self, message: Relation) -> ChangeTarget | None:
         """Route a relation to its table's stream; adopt a changed shape with a new SCHEMA."""
         stream = self.streams.get((message.namespace, message.name))
-        if stream is None:
+        if stream is None or stream.table.oid != message.relation_id:
+            # Another table of that name: one dropped since, whose changes come before the
+            # stream's position, or one created during the run, which the shape check after
+            # the read snapshots (see Run._after_read).
             return None
         table = stream.table
         existing = {col.name: col for col in table.columns}
