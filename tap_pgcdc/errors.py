@@ -95,6 +95,25 @@ class PrivilegeError(TapPgCdcError):
 class SlotError(TapPgCdcError):
     """The replication slot or publication is missing, foreign, busy, invalidated or behind."""
 
+    @classmethod
+    def undecodable(cls, slot: str, publication: str, detail: str) -> SlotError:
+        """A slot that cannot decode what happened while the publication was gone."""
+        literal = "'" + slot.replace("'", "''") + "'"
+        return cls(
+            f"Slot {slot} cannot decode changes made while publication {publication!r} did "
+            f"not exist (the server said: {' '.join(detail.split()).rstrip('.')}): it was "
+            "dropped and created again while those changes waited in the slot, and the input "
+            "state was written before the tap recorded the publication's identity, so the run "
+            "could not tell before reading. Every run would stop here. Fix: drop the slot "
+            f"(SELECT pg_drop_replication_slot({literal});) and run with on_slot_lost = "
+            "resnapshot: every stream is snapshotted again, after an ACTIVATE_VERSION."
+        )
+
+
+def publication_missing(detail: str) -> bool:
+    """Whether the walsender stopped because pgoutput could not find the publication."""
+    return "publication" in detail and "does not exist" in detail
+
 
 class ReplicationError(TapPgCdcError):
     """The replication stream failed (server error, terminated connection)."""

@@ -43,6 +43,7 @@ from tap_pgcdc.errors import (
     ReplicationError,
     SlotError,
     TapPgCdcError,
+    publication_missing,
     raise_first,
 )
 from tap_pgcdc.output.changes import log_reader
@@ -50,7 +51,6 @@ from tap_pgcdc.pg import wal
 from tap_pgcdc.pg.catalog import load_tables
 from tap_pgcdc.pg.connect import connect
 from tap_pgcdc.pg.lsn import format_lsn
-from tap_pgcdc.pg.quoting import quote_literal
 from tap_pgcdc.replication import server
 from tap_pgcdc.replication import slot as slots
 from tap_pgcdc.replication.blockers import wait_for_prepared
@@ -465,31 +465,14 @@ class Run:
                 try:
                     summary = reader.run(stop_lsn=stop_lsn)
                 except ReplicationError as exc:
-                    if _publication_missing(str(exc)):
-                        raise SlotError(self._undecodable(str(exc))) from None
+                    if publication_missing(str(exc)):
+                        raise SlotError.undecodable(
+                            settings.slot_name, settings.publication_name, str(exc)
+                        ) from None
                     raise ConnectionLost.during(self.activity, str(exc), self.config) from None
             self.logger.info("Log read complete: %s", summary)
         finally:
             lookup_conn.close()
-
-    def _undecodable(self, detail: str) -> str:
-        """The error for a slot that cannot decode what happened while the publication was gone."""
-        slot = self.settings.slot_name
-        return (
-            f"Slot {slot} cannot decode changes made while publication "
-            f"{self.settings.publication_name!r} did not exist (the server said: "
-            f"{' '.join(detail.split()).rstrip('.')}): it was dropped and created again while "
-            "those changes waited in the slot, and the input state was written before the tap "
-            "recorded the publication's identity, so the run could not tell before reading. "
-            "Every run would stop here. Fix: drop the slot (SELECT "
-            f"pg_drop_replication_slot({quote_literal(slot)});) and run with on_slot_lost = "
-            "resnapshot: every stream is snapshotted again, after an ACTIVATE_VERSION."
-        )
-
-
-def _publication_missing(detail: str) -> bool:
-    """Whether the walsender stopped because pgoutput could not find the publication."""
-    return "publication" in detail and "does not exist" in detail
 
 
 def _connection_lost(exc: psycopg2.Error) -> bool:
