@@ -34,7 +34,7 @@ if t.TYPE_CHECKING:
     import psycopg2.extensions
 
     from tap_pgcdc.pg.catalog import TableInfo
-    from tap_pgcdc.replication.publication import PublicationFacts
+    from tap_pgcdc.replication.publication import Decoding, PublicationFacts
     from tap_pgcdc.streams import PgCdcStream
 
 
@@ -54,12 +54,12 @@ def bind_tables(control: psycopg2.extensions.connection, streams: Sequence[PgCdc
 
 
 def uncapturable(
-    control: psycopg2.extensions.connection, tables: Sequence[TableInfo]
+    control: psycopg2.extensions.connection, tables: Sequence[TableInfo], decoding: Decoding
 ) -> dict[str, list[Uncapturable]]:
     """The tables whose changes the log cannot carry or identify, by stream id, with why."""
     if not tables:
         return {}
-    verdicts = judge_replica_identity(fetch_replica_identities(control, tables))
+    verdicts = judge_replica_identity(fetch_replica_identities(control, tables), decoding)
     return {stream_id(*top): found for top, found in by_table(verdicts).items()}
 
 

@@ -52,8 +52,12 @@ from tap_pgcdc.pg.quoting import quote_literal
 from tap_pgcdc.replication import server
 from tap_pgcdc.replication import slot as slots
 from tap_pgcdc.replication.blockers import wait_for_prepared
-from tap_pgcdc.replication.publication import judge_publication, membership
-from tap_pgcdc.replication.publication_ops import apply_publication, fetch_publication
+from tap_pgcdc.replication.publication import decoding, judge_publication, membership
+from tap_pgcdc.replication.publication_ops import (
+    apply_publication,
+    fetch_decoding,
+    fetch_publication,
+)
 from tap_pgcdc.replication.reader import ReaderSettings
 from tap_pgcdc.replication.transport import ReplicationStream, SnapshotSession
 from tap_pgcdc.snapshot.session import snapshot_connection
@@ -72,6 +76,7 @@ if t.TYPE_CHECKING:
 
     import psycopg2.extensions
 
+    from tap_pgcdc.replication.publication import Decoding
     from tap_pgcdc.settings import Settings
     from tap_pgcdc.streams import PgCdcStream
 
@@ -170,6 +175,7 @@ class Run:
 
         slot_name = settings.slot_name
         confirm_lsn = 0
+        generated: Decoding | None = None  # what the log carries of generated columns
         if log_streams:
             facts = slots.fetch_slot(control, slot_name)
             existing = facts.slot
@@ -202,7 +208,8 @@ class Run:
             raise_first(
                 server.judge_server(info, need_slots=(0 if existing else 1) + (1 if pending else 0))
             )
-            raise_first(refuse_uncapturable(uncapturable(control, tables)))
+            generated = decoding(publication, create=settings.create_publication)
+            raise_first(refuse_uncapturable(uncapturable(control, tables, generated)))
             for warning in stale_keys(log_streams):
                 self.logger.warning("%s", warning)
             # Publication before slot: a change is published only if its table was in the
@@ -221,8 +228,13 @@ class Run:
                 self._snapshot_log_streams(control, pending)
 
         candidates = log_based_candidates(full_streams, info.version_num)
-        for name, verdicts in uncapturable(control, candidates).items():
-            self.logger.warning("%s", full_table_warning(name, verdicts))
+        if candidates:
+            if generated is None:
+                generated = fetch_decoding(
+                    control, settings.publication_name, create=settings.create_publication
+                )
+            for name, verdicts in uncapturable(control, candidates, generated).items():
+                self.logger.warning("%s", full_table_warning(name, verdicts))
         for stream in full_streams:
             self._snapshot_full_table(stream)
 
