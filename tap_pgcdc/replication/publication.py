@@ -201,7 +201,9 @@ def judge_publication(facts: PublicationFacts, *, create: bool) -> list[TapPgCdc
     if generated:
         statements.append(generated_option_sql(publication.info.name))
     if not publication.owned:
-        return [*problems, PrivilegeError(_foreign_owner_message(facts, publication, statements))]
+        change = "list exactly the selected tables" if listing else "publish generated columns"
+        message = _foreign_owner_message(facts, publication, statements, change)
+        return [*problems, PrivilegeError(message)]
     adding = [table for table in selected if table.oid not in publication.tables]
     return problems + _rights_problems(facts, adding, " ".join(statements), creating=False)
 
@@ -350,14 +352,14 @@ def _coverage_problem(
 
 
 def _foreign_owner_message(
-    facts: PublicationFacts, publication: Publication, statements: Sequence[str]
+    facts: PublicationFacts, publication: Publication, statements: Sequence[str], change: str
 ) -> str:
-    """Why the role cannot alter the publication: another role owns it."""
+    """Why the role cannot alter the publication (to make it `change`): another role owns it."""
     info = publication.info
     user = facts.user
     return (
         f"Publication {info.name!r} is owned by role {info.owner!r}, so {user!r} cannot "
-        "change it to list exactly the selected tables. Fix: have "
+        f"change it to {change}. Fix: have "
         f"{info.owner!r} or a superuser run ALTER PUBLICATION {quote_ident(info.name)} "
         f"OWNER TO {quote_ident(user)}; or set publication_name to a publication this user "
         "owns; or set create_publication = false and use a publication that already lists "

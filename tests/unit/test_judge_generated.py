@@ -177,4 +177,8 @@ def test_a_managed_publication_without_the_option_is_altered_on_18() -> None:
     )
     (problem,) = judge_publication(foreign, create=True)
     assert isinstance(problem, PrivilegeError)
+    assert str(problem).startswith(
+        "Publication 'pub' is owned by role 'tap', so 'tap' cannot change it to publish "
+        "generated columns. Fix: "
+    )
     assert 'ALTER PUBLICATION "pub" SET (publish_generated_columns = stored);' in str(problem)
