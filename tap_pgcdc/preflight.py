@@ -145,6 +145,14 @@ def _check(
             report.notes.append(published.describe(slot_missing=False))
     except TapPgCdcError as exc:
         report.problems.append(str(exc))
+    gaps = checks.generated_gaps(conn, log_streams, publication, create=settings.create_publication)
+    if gaps:
+        lost += tuple(gaps)
+        report.notes.append(
+            f"Publication {settings.publication_name!r} does not publish generated columns yet: "
+            f"a run sets publish_generated_columns = stored and snapshots {', '.join(gaps)} "
+            "again, whose changes already in the slot came without them."
+        )
     pending = bool(lost) or any(s.needs_snapshot for s in log_streams)
     refused = server.judge_server(info, need_slots=(0 if existing else 1) + (1 if pending else 0))
     report.problems.extend(str(problem) for problem in refused)

@@ -28,6 +28,7 @@ from tap_pgcdc import recovery
 from tap_pgcdc.checks import (
     bind_tables,
     full_table_warning,
+    generated_gaps,
     log_based_candidates,
     log_positions,
     publishing,
@@ -199,6 +200,12 @@ class Run:
             )
             if published.needed:
                 self._mark_for_resnapshot(published, log_streams, slot_missing=False)
+            self._resnapshot_generated(
+                generated_gaps(
+                    control, log_streams, publication, create=settings.create_publication
+                ),
+                log_streams,
+            )
             if existing is None:  # and create_slot is false
                 raise_first(self._judge_slot(facts))
             pending = [s for s in log_streams if s.needs_snapshot]
@@ -289,6 +296,30 @@ class Run:
                 stream.bookmark.pop(key, None)
             stream.bookmark[RESNAPSHOT_KEY] = True
         self.logger.warning("%s", plan.describe(slot_missing=slot_missing))
+
+    def _resnapshot_generated(
+        self, names: Sequence[str], log_streams: Sequence[PgCdcStream]
+    ) -> None:
+        """Snapshot again the streams whose changes in the slot lack generated values.
+
+        See `checks.generated_gaps`. The marks are written in a STATE at once, before the
+        publication changes: once it publishes generated columns, no later run could tell.
+        """
+        if not names:
+            return
+        for stream in log_streams:
+            if stream.name in names:
+                for key in ("lsn", "snapshot"):
+                    stream.bookmark.pop(key, None)
+                stream.bookmark[RESNAPSHOT_KEY] = True
+        self.logger.warning(
+            "Publication %s did not publish generated columns until now, so the changes of %s "
+            "already in the slot came without them, and the tap cannot read them by key: "
+            "snapshotting them again (after an ACTIVATE_VERSION).",
+            self.settings.publication_name,
+            ", ".join(names),
+        )
+        self.write_state()
 
     def _record_publication(
         self, control: psycopg2.extensions.connection, log_streams: Sequence[PgCdcStream]

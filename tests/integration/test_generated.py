@@ -249,6 +249,36 @@ def test_pg18_tap_managed_publication_gets_the_option(db18: TestDb) -> None:
     ]
 
 
+def test_pg18_option_set_late_resnapshots_what_only_it_makes_capturable(db18: TestDb) -> None:
+    """Changes in the slot from before the option lack generated values: keyless ones for good."""
+    db18.execute(SCHEMA_SQL)
+    pub = db18.config()["publication_name"]
+    db18.execute(
+        f'CREATE PUBLICATION "{pub}" FOR TABLE readings'
+        " WITH (publish = 'insert, update, delete, truncate', publish_generated_columns = stored)"
+    )
+    config = {"create_publication": False}
+    catalog = _only(discover(db18.config(**config)), "public-readings")
+    target = MemoryTarget()
+    _sync(db18, target, catalog, **config)
+    # Someone turns the option off (Postgres now refuses the table's UPDATEs and DELETEs), and
+    # rows are inserted: in the slot without `doubled`, and no key to read it by.
+    db18.execute(f'ALTER PUBLICATION "{pub}" SET (publish_generated_columns = none)')
+    db18.execute("INSERT INTO readings VALUES ('late', 21)")
+    report = run_tap(db18.config(), catalog=catalog, state=target.state, args=["--test"])
+    assert (
+        "a run sets publish_generated_columns = stored and snapshots public-readings again"
+        in report.stderr
+    )
+    run = _sync(db18, target, catalog)  # managed now: the tap sets the option back
+    assert _publication_gencols(db18) == "s"
+    assert "snapshotting them again (after an ACTIVATE_VERSION)" in run.stderr
+    assert [m["stream"] for m in run.of_type("ACTIVATE_VERSION")] == ["public-readings"]
+    assert run.states[0]["bookmarks"]["public-readings"].get("resnapshot") is True
+    db18.execute("UPDATE readings SET value = 22 WHERE sensor = 'late'")
+    _sync(db18, target, catalog)
+
+
 def test_pg18_virtual_generated_columns(db18: TestDb) -> None:
     """Never in the log: read by key; under REPLICA IDENTITY FULL Postgres refuses UPDATEs."""
     db18.execute(
