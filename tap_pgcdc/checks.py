@@ -8,6 +8,7 @@ and publication's facts that `recovery` judges.
 
 from __future__ import annotations
 
+import dataclasses
 import typing as t
 
 from tap_pgcdc import recovery
@@ -26,7 +27,7 @@ from tap_pgcdc.replication.identity import (
     fetch_replica_identities,
     judge_replica_identity,
 )
-from tap_pgcdc.replication.publication import membership
+from tap_pgcdc.replication.publication import decoding, membership, needs_generated_option
 from tap_pgcdc.state import recorded_publication, recorded_shape
 
 if t.TYPE_CHECKING:
@@ -36,7 +37,7 @@ if t.TYPE_CHECKING:
 
     from tap_pgcdc.pg.catalog import TableInfo
     from tap_pgcdc.pg.shape import TableShape
-    from tap_pgcdc.replication.publication import PublicationFacts
+    from tap_pgcdc.replication.publication import Decoding, PublicationFacts
     from tap_pgcdc.streams import PgCdcStream
 
 
@@ -56,13 +57,43 @@ def bind_tables(control: psycopg2.extensions.connection, streams: Sequence[PgCdc
 
 
 def uncapturable(
-    control: psycopg2.extensions.connection, tables: Sequence[TableInfo]
+    control: psycopg2.extensions.connection, tables: Sequence[TableInfo], decoding: Decoding
 ) -> dict[str, list[Uncapturable]]:
     """The tables whose changes the log cannot carry or identify, by stream id, with why."""
     if not tables:
         return {}
-    verdicts = judge_replica_identity(fetch_replica_identities(control, tables))
+    verdicts = judge_replica_identity(fetch_replica_identities(control, tables), decoding)
     return {stream_id(*top): found for top, found in by_table(verdicts).items()}
+
+
+def generated_gaps(
+    control: psycopg2.extensions.connection,
+    streams: Sequence[PgCdcStream],
+    facts: PublicationFacts,
+    *,
+    create: bool,
+) -> list[str]:
+    """The LOG_BASED streams whose changes in the slot lack generated values for good.
+
+    A managed publication on PostgreSQL 18 that does not publish generated columns yet is set
+    to, but pgoutput reads the option as the catalog was when each change was made: the changes
+    already in the slot come without them. The tap reads them by key, except for the tables that
+    only the option makes capturable (no key under REPLICA IDENTITY FULL, a generated key): those
+    streams, if they have a position, must be snapshotted again.
+    """
+    publication = facts.publication
+    if (
+        not create
+        or publication is None
+        or not needs_generated_option(publication.info, facts.server_version)
+    ):
+        return []
+    tables = [s.table for s in streams if s.log_position is not None]
+    now = decoding(facts, create=create)
+    before = dataclasses.replace(now, publishes_generated=False)
+    return sorted(
+        set(uncapturable(control, tables, before)) - set(uncapturable(control, tables, now))
+    )
 
 
 def refuse_uncapturable(found: Mapping[str, Sequence[Uncapturable]]) -> list[ConfigError]:

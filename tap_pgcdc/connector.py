@@ -31,6 +31,8 @@ from tap_pgcdc.replication.identity import (
     fetch_replica_identities,
     judge_replica_identity,
 )
+from tap_pgcdc.replication.publication_ops import fetch_decoding
+from tap_pgcdc.settings import Settings
 
 if t.TYPE_CHECKING:
     from collections.abc import Sequence
@@ -199,9 +201,14 @@ class PgCdcConnector(SQLConnector):
         try:
             tables = self._load_tables(conn)
             publishable_parents = conn.server_version >= PUBLISH_PARTITION_ROOT_SINCE
+            settings = Settings.from_config(self.config)
+            decoding = fetch_decoding(
+                conn, settings.publication_name, create=settings.create_publication
+            )
             verdicts = by_table(
                 judge_replica_identity(
-                    fetch_replica_identities(conn, [tbl for tbl in tables if not tbl.is_view])
+                    fetch_replica_identities(conn, [tbl for tbl in tables if not tbl.is_view]),
+                    decoding,
                 )
             )
         finally:

@@ -25,7 +25,7 @@ from tap_pgcdc.replication import server
 from tap_pgcdc.replication import slot as slots
 from tap_pgcdc.replication.blockers import fetch_blockers, prepared_problem
 from tap_pgcdc.replication.publication import judge_publication
-from tap_pgcdc.replication.publication_ops import fetch_publication
+from tap_pgcdc.replication.publication_ops import fetch_decoding, fetch_publication
 from tap_pgcdc.replication.transport import open_replication_connection
 from tap_pgcdc.state import check_identity
 
@@ -34,6 +34,7 @@ if t.TYPE_CHECKING:
 
     import psycopg2.extensions
 
+    from tap_pgcdc.replication.publication import Decoding
     from tap_pgcdc.settings import Settings
     from tap_pgcdc.streams import PgCdcStream
 
@@ -108,7 +109,8 @@ def _check(
         except TapPgCdcError as exc:
             report.problems.append(str(exc))
     report.notes.append(f"{len(streams)} selected stream(s), {len(log_streams)} of them LOG_BASED.")
-    _note_tables(conn, full_streams, log_streams, report)
+    generated = fetch_decoding(conn, settings.publication_name, create=settings.create_publication)
+    _note_tables(conn, full_streams, log_streams, generated, report)
     if not log_streams:
         return
 
@@ -149,6 +151,14 @@ def _check(
             report.notes.append(published.describe(slot_missing=False))
     except TapPgCdcError as exc:
         report.problems.append(str(exc))
+    gaps = checks.generated_gaps(conn, log_streams, publication, create=settings.create_publication)
+    if gaps:
+        lost += tuple(gaps)
+        report.notes.append(
+            f"Publication {settings.publication_name!r} does not publish generated columns yet: "
+            f"a run sets publish_generated_columns = stored and snapshots {', '.join(gaps)} "
+            "again, whose changes already in the slot came without them."
+        )
     pending = bool(lost) or any(s.needs_snapshot for s in log_streams)
     refused = server.judge_server(info, need_slots=(0 if existing else 1) + (1 if pending else 0))
     report.problems.extend(str(problem) for problem in refused)
@@ -184,13 +194,15 @@ def _note_tables(
     conn: psycopg2.extensions.connection,
     full_streams: list[PgCdcStream],
     log_streams: list[PgCdcStream],
+    generated: Decoding,
     report: Report,
 ) -> None:
     """What each kind of table gets: refused, read in full, keyed by an index, or keyless."""
-    for name, verdicts in checks.uncapturable(conn, [s.table for s in log_streams]).items():
+    tables = [s.table for s in log_streams]
+    for name, verdicts in checks.uncapturable(conn, tables, generated).items():
         report.problems.extend(str(error) for error in checks.refuse_uncapturable({name: verdicts}))
     candidates = checks.log_based_candidates(full_streams, conn.server_version)
-    for name, verdicts in checks.uncapturable(conn, candidates).items():
+    for name, verdicts in checks.uncapturable(conn, candidates, generated).items():
         report.notes.append(checks.full_table_warning(name, verdicts))
     report.notes.extend(checks.stale_keys(log_streams))
     for stream in log_streams:

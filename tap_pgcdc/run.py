@@ -24,15 +24,15 @@ import psycopg2
 import psycopg2.errors
 from singer_sdk.exceptions import AbortedSyncFailedException, AbortedSyncPausedException
 
-from tap_pgcdc import recovery
+from tap_pgcdc import recovery, resnapshot
 from tap_pgcdc.checks import (
     bind_tables,
     full_table_warning,
+    generated_gaps,
     log_based_candidates,
     log_positions,
     publishing,
     refuse_uncapturable,
-    shape_changes,
     slot_facts,
     stale_keys,
     uncapturable,
@@ -54,15 +54,18 @@ from tap_pgcdc.pg.lsn import format_lsn
 from tap_pgcdc.replication import server
 from tap_pgcdc.replication import slot as slots
 from tap_pgcdc.replication.blockers import wait_for_prepared
-from tap_pgcdc.replication.publication import judge_publication, membership
-from tap_pgcdc.replication.publication_ops import apply_publication, fetch_publication
+from tap_pgcdc.replication.publication import decoding, judge_publication, membership
+from tap_pgcdc.replication.publication_ops import (
+    apply_publication,
+    fetch_decoding,
+    fetch_publication,
+)
 from tap_pgcdc.replication.reader import ReaderSettings
 from tap_pgcdc.replication.transport import ReplicationStream, SnapshotSession
 from tap_pgcdc.snapshot.session import snapshot_connection
 from tap_pgcdc.state import (
     PUBLICATION_KEY,
     RESNAPSHOT_KEY,
-    SHAPE_KEY,
     STATE_KEY,
     check_identity,
     identity_record,
@@ -75,7 +78,7 @@ if t.TYPE_CHECKING:
 
     import psycopg2.extensions
 
-    from tap_pgcdc.replication.publication import PublicationFacts
+    from tap_pgcdc.replication.publication import Decoding, PublicationFacts
     from tap_pgcdc.settings import Settings
     from tap_pgcdc.streams import PgCdcStream
 
@@ -168,12 +171,11 @@ class Run:
                 # Read in full until now: snapshotted again (a position from an earlier time as
                 # LOG_BASED is stale), as a new version, which drops the rows the target holds
                 # from the reads in full (rows deleted since, a keyless table's copies).
-                for key in ("lsn", "snapshot"):
-                    stream.bookmark.pop(key, None)
-                stream.bookmark[RESNAPSHOT_KEY] = True
+                resnapshot.mark([stream], [stream.name])
 
         slot_name = settings.slot_name
         confirm_lsn = 0
+        generated: Decoding | None = None  # what the log carries of generated columns
         if log_streams:
             facts = slots.fetch_slot(control, slot_name)
             existing = facts.slot
@@ -182,13 +184,9 @@ class Run:
                 raise_first(self._judge_slot(facts, allow_invalidated=True))
             # First what DDL did to the tables since their bookmarks: a stream snapshotted
             # again for it needs neither its old position nor its table's publication since.
-            changed, shapes = shape_changes(
-                control, log_streams, {s.name: s.table.oid for s in log_streams}
+            resnapshot.follow_shapes(
+                control, log_streams, {s.name: s.table.oid for s in log_streams}, self.logger
             )
-            self._resnapshot_changed(changed, log_streams)
-            for stream in log_streams:
-                if stream.name in shapes:
-                    stream.bookmark[SHAPE_KEY] = shapes[stream.name].record()
             plan = recovery.plan_slot_recovery(
                 slot_facts(slot_name, existing),
                 log_positions(log_streams),
@@ -206,6 +204,12 @@ class Run:
             )
             if published.needed:
                 self._mark_for_resnapshot(published, log_streams, slot_missing=False)
+            self._resnapshot_generated(
+                generated_gaps(
+                    control, log_streams, publication, create=settings.create_publication
+                ),
+                log_streams,
+            )
             if existing is None:  # and create_slot is false
                 raise_first(self._judge_slot(facts))
             pending = [s for s in log_streams if s.needs_snapshot]
@@ -215,7 +219,8 @@ class Run:
             raise_first(
                 server.judge_server(info, need_slots=(0 if existing else 1) + (1 if pending else 0))
             )
-            raise_first(refuse_uncapturable(uncapturable(control, tables)))
+            generated = decoding(publication, create=settings.create_publication)
+            raise_first(refuse_uncapturable(uncapturable(control, tables, generated)))
             for warning in stale_keys(log_streams):
                 self.logger.warning("%s", warning)
             # Publication before slot: a change is published only if its table was in the
@@ -232,8 +237,13 @@ class Run:
                 self._snapshot_log_streams(control, pending)
 
         candidates = log_based_candidates(full_streams, info.version_num)
-        for name, verdicts in uncapturable(control, candidates).items():
-            self.logger.warning("%s", full_table_warning(name, verdicts))
+        if candidates:
+            if generated is None:
+                generated = fetch_decoding(
+                    control, settings.publication_name, create=settings.create_publication
+                )
+            for name, verdicts in uncapturable(control, candidates, generated).items():
+                self.logger.warning("%s", full_table_warning(name, verdicts))
         for stream in full_streams:
             self._snapshot_full_table(stream)
 
@@ -283,30 +293,8 @@ class Run:
         The mark stays in the state until the re-snapshot starts, so a run interrupted before
         then still sends the ACTIVATE_VERSION that lets the target drop rows deleted meanwhile.
         """
-        lost = [s for s in log_streams if s.name in plan.lost]
-        for stream in lost:
-            for key in ("lsn", "snapshot"):
-                stream.bookmark.pop(key, None)
-            stream.bookmark[RESNAPSHOT_KEY] = True
+        resnapshot.mark(log_streams, plan.lost)
         self.logger.warning("%s", plan.describe(slot_missing=slot_missing))
-
-    def _resnapshot_changed(
-        self, changed: Mapping[str, recovery.ShapeChange], log_streams: Sequence[PgCdcStream]
-    ) -> list[PgCdcStream]:
-        """Mark the streams whose rows DDL changed beyond what the log shows for a re-snapshot.
-
-        The log is intact, so this needs no setting: the snapshot replaces the rows the log
-        cannot correct (the principle in docs/architecture.md).
-        """
-        marked = [s for s in log_streams if s.name in changed]
-        for stream in marked:
-            self.logger.warning(
-                "%s", recovery.describe_shape_change(stream.name, changed[stream.name])
-            )
-            for key in ("lsn", "snapshot"):
-                stream.bookmark.pop(key, None)
-            stream.bookmark[RESNAPSHOT_KEY] = True
-        return marked
 
     def _after_read(
         self, control: psycopg2.extensions.connection, log_streams: Sequence[PgCdcStream]
@@ -321,13 +309,8 @@ class Run:
         self.activity = "checking what DDL did to the tables during the run"
         live = {tbl.stream_name: tbl for tbl in load_tables(control)}
         present = [s for s in log_streams if s.name in live]
-        changed, shapes = shape_changes(
-            control, present, {s.name: live[s.name].oid for s in present}
-        )
-        marked = self._resnapshot_changed(changed, present)
-        for stream in present:
-            if stream.name in shapes:
-                stream.bookmark[SHAPE_KEY] = shapes[stream.name].record()
+        oids = {s.name: live[s.name].oid for s in present}
+        marked = resnapshot.follow_shapes(control, present, oids, self.logger)
         for stream in marked:
             stream.bind_table(live[stream.name])
         if marked:
@@ -353,6 +336,26 @@ class Run:
         raise_first(judge_publication(publication, create=create))
         apply_publication(control, publication, create=create)
         self._record_publication(control, log_streams)
+
+    def _resnapshot_generated(
+        self, names: Sequence[str], log_streams: Sequence[PgCdcStream]
+    ) -> None:
+        """Snapshot again the streams whose changes in the slot lack generated values.
+
+        See `checks.generated_gaps`. The marks are written in a STATE at once, before the
+        publication changes: once it publishes generated columns, no later run could tell.
+        """
+        if not names:
+            return
+        resnapshot.mark(log_streams, names)
+        self.logger.warning(
+            "Publication %s did not publish generated columns until now, so the changes of %s "
+            "already in the slot came without them, and the tap cannot read them by key: "
+            "snapshotting them again (after an ACTIVATE_VERSION).",
+            self.settings.publication_name,
+            ", ".join(names),
+        )
+        self.write_state()
 
     def _record_publication(
         self, control: psycopg2.extensions.connection, log_streams: Sequence[PgCdcStream]

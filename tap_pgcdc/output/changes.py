@@ -149,7 +149,8 @@ class StreamSink:
                     sql_type=self._format_type(col.type_oid, col.atttypmod),
                 )
             )
-        # Generated columns are never in the log before PG 18: keep them, fill them by key.
+        # Generated columns the log does not carry (before PG 18, without
+        # publish_generated_columns, or virtual): keep them, fill them by key.
         not_sent = [col for col in table.columns if col.name not in sent and col.generated]
         if any(col.name not in sent and not col.generated for col in table.columns):
             changed = True  # a column was dropped
@@ -192,12 +193,16 @@ class StreamSink:
         ):
             if stream.name not in self._warned:
                 self._warned.add(stream.name)
+                # A run refuses such a table as LOG_BASED (replication/identity.py); this is a
+                # table that changed while the log was read.
                 self.logger.warning(
-                    "%s: values of %s were not sent by the server and the table has no primary "
-                    "key to read them by; they are left out of the records. Fix: ALTER TABLE %s "
-                    "REPLICA IDENTITY FULL.",
+                    "%s: the log did not carry %s, and they cannot be read by key (%s has no "
+                    "key, or its key is among them): the records lack them. Fix: give %s a "
+                    "primary key of columns that are not generated, or on PostgreSQL 18 publish "
+                    "them (publish_generated_columns = stored); then run --discover again.",
                     stream.name,
                     ", ".join(missing),
+                    table.quoted_name,
                     table.quoted_name,
                 )
             return

@@ -26,6 +26,11 @@ if t.TYPE_CHECKING:
 PUBLISH = ("insert", "update", "delete", "truncate")
 PUBLISH_OPTION = ", ".join(PUBLISH)
 
+# PostgreSQL 18 publishes stored generated columns where a publication asks
+# (publish_generated_columns = stored); before, pgoutput never sends them.
+PUBLISH_GENERATED_SINCE = 180000
+GENERATED_OPTION = "publish_generated_columns = stored"
+
 _KIND_NAMES = {"v": "a view", "m": "a materialized view", "f": "a foreign table"}
 
 
@@ -46,6 +51,9 @@ class PublicationInfo:
     pubtruncate: bool
     # Listed with FOR TABLE or (PG15+) through FOR TABLES IN SCHEMA; empty for FOR ALL TABLES.
     table_oids: frozenset[int]
+    # pg_publication.pubgencols (PG18+): 's' stored generated columns are published, 'n' not;
+    # None before 18.
+    publish_generated: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +117,26 @@ class PublicationFacts:
     rights: PublicationRights | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Decoding:
+    """What the log carries of generated columns: the server's version and the publication's."""
+
+    server_version: int  # server_version_num
+    publication: str  # the publication_name setting, for the fixes
+    # Stored generated columns are in the log: PG18+ and publish_generated_columns = stored on
+    # the publication, or the tap sets it (see `publishes_generated`).
+    publishes_generated: bool
+
+
+def decoding(facts: PublicationFacts, *, create: bool) -> Decoding:
+    """What the log will carry of generated columns, from the publication's facts."""
+    return Decoding(
+        server_version=facts.server_version,
+        publication=facts.name,
+        publishes_generated=publishes_generated(facts, create=create),
+    )
+
+
 def membership(publication: Publication | None, table: CatalogTable | None) -> int | None:
     """What publishes `table` now: an id that changes whenever it stops being published.
 
@@ -160,16 +188,22 @@ def judge_publication(facts: PublicationFacts, *, create: bool) -> list[TapPgCdc
     options = _publish_options_problem(publication.info, selected)
     if options is not None:
         problems.append(options)
-    if not needs_change(publication, selected):
+    generated = create and needs_generated_option(publication.info, facts.server_version)
+    listing = needs_change(publication, selected)
+    if not listing and not generated:
         return problems
     if not create:
         coverage = _coverage_problem(publication, selected)
         if coverage is not None:
             problems.append(coverage)
         return problems
-    statements = alter_publication_sql(publication, selected)
+    statements = alter_publication_sql(publication, selected) if listing else []
+    if generated:
+        statements.append(generated_option_sql(publication.info.name))
     if not publication.owned:
-        return [*problems, PrivilegeError(_foreign_owner_message(facts, publication, statements))]
+        change = "list exactly the selected tables" if listing else "publish generated columns"
+        message = _foreign_owner_message(facts, publication, statements, change)
+        return [*problems, PrivilegeError(message)]
     adding = [table for table in selected if table.oid not in publication.tables]
     return problems + _rights_problems(facts, adding, " ".join(statements), creating=False)
 
@@ -226,6 +260,29 @@ def needs_change(publication: Publication, selected: Sequence[CatalogTable]) -> 
     wanted = {table.oid for table in selected}
     exact = set(publication.tables) == wanted and not publication.schemas
     return not (exact and not publication.filtered)
+
+
+def needs_generated_option(info: PublicationInfo, version: int) -> bool:
+    """Whether a managed publication must be set to publish stored generated columns (PG18+).
+
+    Without the option, PostgreSQL 18 leaves generated columns out of the log and refuses
+    UPDATEs and DELETEs of a published table whose replica identity includes one.
+    """
+    return version >= PUBLISH_GENERATED_SINCE and info.publish_generated != "s"
+
+
+def publishes_generated(facts: PublicationFacts, *, create: bool) -> bool:
+    """Whether the log the tap reads will carry the values of stored generated columns.
+
+    Only PostgreSQL 18+ can send them, where the publication asks: a managed one
+    (create_publication) is created or altered to ask, a user's must already.
+    """
+    if facts.server_version < PUBLISH_GENERATED_SINCE:
+        return False
+    if create:
+        return True
+    publication = facts.publication
+    return publication is not None and publication.info.publish_generated == "s"
 
 
 def _publish_options_problem(
@@ -295,14 +352,14 @@ def _coverage_problem(
 
 
 def _foreign_owner_message(
-    facts: PublicationFacts, publication: Publication, statements: Sequence[str]
+    facts: PublicationFacts, publication: Publication, statements: Sequence[str], change: str
 ) -> str:
-    """Why the role cannot alter the publication: another role owns it."""
+    """Why the role cannot alter the publication (to make it `change`): another role owns it."""
     info = publication.info
     user = facts.user
     return (
         f"Publication {info.name!r} is owned by role {info.owner!r}, so {user!r} cannot "
-        "change it to list exactly the selected tables. Fix: have "
+        f"change it to {change}. Fix: have "
         f"{info.owner!r} or a superuser run ALTER PUBLICATION {quote_ident(info.name)} "
         f"OWNER TO {quote_ident(user)}; or set publication_name to a publication this user "
         "owns; or set create_publication = false and use a publication that already lists "
@@ -367,7 +424,14 @@ def create_publication_sql(name: str, tables: Sequence[CatalogTable], version: i
     options = f"publish = {quote_literal(PUBLISH_OPTION)}"
     if version >= 130000:
         options += ", publish_via_partition_root = true"
+    if version >= PUBLISH_GENERATED_SINCE:
+        options += f", {GENERATED_OPTION}"
     return f"{sql} WITH ({options});"
+
+
+def generated_option_sql(name: str) -> str:
+    """The statement that makes a publication send stored generated columns (PG18+)."""
+    return f"ALTER PUBLICATION {quote_ident(name)} SET ({GENERATED_OPTION});"
 
 
 def alter_publication_sql(publication: Publication, tables: Sequence[CatalogTable]) -> list[str]:

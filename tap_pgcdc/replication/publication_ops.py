@@ -20,7 +20,9 @@ from tap_pgcdc.pg.catalog import RELKIND_PARTITIONED
 from tap_pgcdc.pg.connect import transaction
 from tap_pgcdc.pg.quoting import quote_ident
 from tap_pgcdc.replication.publication import (
+    PUBLISH_GENERATED_SINCE,
     CatalogTable,
+    Decoding,
     Publication,
     PublicationFacts,
     PublicationInfo,
@@ -28,8 +30,11 @@ from tap_pgcdc.replication.publication import (
     Requested,
     alter_publication_sql,
     create_publication_sql,
+    decoding,
+    generated_option_sql,
     judge_publication,
     needs_change,
+    needs_generated_option,
     selection,
 )
 
@@ -46,10 +51,11 @@ logger = logging.getLogger(__name__)
 def _publication_sql(version: int) -> str:
     # The last column: may this role alter it (it owns it or is a member of its owner)?
     viaroot = "p.pubviaroot" if version >= 130000 else "NULL::boolean"
+    gencols = "p.pubgencols::text" if version >= PUBLISH_GENERATED_SINCE else "NULL::text"
     return (
         "SELECT p.oid, p.pubname, pg_catalog.pg_get_userbyid(p.pubowner), p.puballtables, "
         f"{viaroot}, p.pubinsert, p.pubupdate, p.pubdelete, p.pubtruncate, "
-        "pg_catalog.pg_has_role(p.pubowner, 'USAGE') "
+        f"pg_catalog.pg_has_role(p.pubowner, 'USAGE'), {gencols} "
         "FROM pg_catalog.pg_publication p WHERE p.pubname = %s"
     )
 
@@ -159,6 +165,11 @@ def fetch_publication(
     )
 
 
+def fetch_decoding(conn: Connection, name: str, *, create: bool) -> Decoding:
+    """What the log read through publication `name` will carry of generated columns."""
+    return decoding(fetch_publication(conn, name, ()), create=create)
+
+
 def _load_publication(
     cur: psycopg2.extensions.cursor, name: str, version: int
 ) -> Publication | None:
@@ -194,6 +205,7 @@ def _load_publication(
         pubdelete=row[7],
         pubtruncate=row[8],
         table_oids=frozenset(table_oids),
+        publish_generated=row[10],
     )
     return Publication(
         info=info,
@@ -240,6 +252,11 @@ def apply_publication(
     selected, _ = selection(facts)
     if create and needs_change(publication, selected):
         alter_publication(conn, facts)
+        facts = _refetch(conn, facts, "altered")
+        publication = facts.publication
+        assert publication is not None  # _refetch raises when it is gone
+    if create and needs_generated_option(publication.info, facts.server_version):
+        publish_generated_columns(conn, facts)
         publication = _refetch(conn, facts, "altered").publication
         assert publication is not None  # _refetch raises when it is gone
     return publication.info
@@ -299,6 +316,30 @@ def alter_publication(conn: Connection, facts: PublicationFacts) -> None:
         facts.name,
         ", ".join(added) or "none",
     )
+
+
+def publish_generated_columns(conn: Connection, facts: PublicationFacts) -> None:
+    """Make the (existing) publication send stored generated columns (PostgreSQL 18+).
+
+    pgoutput reads the option as the catalog was when each change was made: changes already
+    in the slot keep the old setting, and their generated values are read by key (see
+    `output.changes.StreamSink.fill_missing`).
+
+    Raises:
+        PrivilegeError: The role may not alter it.
+    """
+    sql = generated_option_sql(facts.name)
+    try:
+        with transaction(conn) as cur:
+            cur.execute(sql)
+    except psycopg2.errors.InsufficientPrivilege as exc:
+        msg = (
+            f"Cannot make publication {facts.name!r} publish generated columns: "
+            f"{str(exc).strip()}. Fix: run the tap as the publication's owner, or have the owner "
+            f"or a superuser run {sql}"
+        )
+        raise PrivilegeError(msg) from None
+    logger.info("Altered publication %s to publish stored generated columns", facts.name)
 
 
 def _refetch(conn: Connection, facts: PublicationFacts, done: str) -> PublicationFacts:

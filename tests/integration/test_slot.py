@@ -27,6 +27,7 @@ from tap_pgcdc.replication.messages import Insert, Relation
 from tap_pgcdc.replication.publication import PublicationInfo, judge_publication
 from tap_pgcdc.replication.publication_ops import (
     apply_publication,
+    fetch_decoding,
     fetch_publication,
     get_publication,
 )
@@ -74,7 +75,10 @@ def ensure_publication(
 
 
 def replica_identity_problems(conn: Any, selected: list[TableInfo]) -> list[str]:
-    return [str(v) for v in judge_replica_identity(fetch_replica_identities(conn, selected))]
+    decoding = fetch_decoding(conn, "pub", create=True)
+    return [
+        str(v) for v in judge_replica_identity(fetch_replica_identities(conn, selected), decoding)
+    ]
 
 
 ODD_SCHEMA = "Sales Dept"

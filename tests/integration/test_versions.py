@@ -127,8 +127,9 @@ def _check_slot_columns(db, pg_major: int) -> None:
 
 
 def test_changes_truncate_toast_and_resume(vdb, pg_major) -> None:
-    # `twice`: pgoutput does not send stored generated columns (18 only when the publication
-    # asks): the tap reads them by key, so they must be right on every major.
+    # `twice`: pgoutput sends stored generated columns only on 18, where the tap's publication
+    # asks (publish_generated_columns = stored); before, the tap reads them by key. They must
+    # be right on every major.
     vdb.execute(
         """
         CREATE TABLE acct (id int PRIMARY KEY, owner text, body text,

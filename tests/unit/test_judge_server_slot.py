@@ -16,6 +16,7 @@ from tap_pgcdc.errors import (
     TapPgCdcError,
 )
 from tap_pgcdc.replication.identity import ReplicaIdentity, by_table, judge_replica_identity
+from tap_pgcdc.replication.publication import Decoding
 from tap_pgcdc.replication.server import judge_server
 from tap_pgcdc.replication.slot import SlotFacts, SlotInfo, invalidation, judge_slot
 from tests.facts import server_info
@@ -267,6 +268,9 @@ def test_invalidation_reads_each_servers_way_of_saying_it() -> None:
 # --- replica identity ---------------------------------------------------------------------------
 
 
+PG15 = Decoding(server_version=150004, publication="pub", publishes_generated=False)
+
+
 def identity(name: str, replident: str, **changes: Any) -> ReplicaIdentity:
     values: dict[str, Any] = {
         "top_schema": "public",
@@ -296,7 +300,8 @@ def test_replica_identity_problems_name_each_table_and_the_fix() -> None:
             identity("dropped", "i"),
             identity("logs_b", "d", top_name="logs"),
             identity("scratch", "d", has_primary_key=True, persistence="u"),
-        ]
+        ],
+        PG15,
     )
     assert [str(verdict) for verdict in found] == [
         "public.no_pk cannot be captured from the log: it has no primary key and REPLICA "
@@ -318,4 +323,4 @@ def test_replica_identity_problems_name_each_table_and_the_fix() -> None:
     assert [(v.top_name, v.name) for v in by_table(found)[("public", "logs")]] == [
         ("logs", "logs_b")
     ]
-    assert judge_replica_identity([]) == []
+    assert judge_replica_identity([], PG15) == []
