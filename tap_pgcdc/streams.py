@@ -30,6 +30,7 @@ from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.sql import SQLStream
 
 from tap_pgcdc import sdk, typemap
+from tap_pgcdc.catalog_fit import CatalogFit, catalog_sql_types, fit_catalog, fitting_key
 from tap_pgcdc.connector import PgCdcConnector, table_schema
 from tap_pgcdc.errors import ConfigError
 from tap_pgcdc.output import records
@@ -70,8 +71,9 @@ class PgCdcStream(SQLStream):
     snapshot_conn: psycopg2.extensions.connection | None = None
     snapshot_lsn: int | None = None
 
-    # Set by bind_table: the converter of each column, by name.
+    # Set by bind_table: the converter of each column, by name; how the catalog fits the table.
     _converters: dict[str, typemap.Converter]
+    catalog_fit: CatalogFit | None = None
 
     @property
     def connector(self) -> PgCdcConnector:
@@ -136,19 +138,30 @@ class PgCdcStream(SQLStream):
         """Attach the live table description (types for conversion, key, columns).
 
         A catalog can predate ALTER TABLE (Meltano caches catalogs of installed plugins). The
-        log carries the table's current columns, so a table stream whose columns changed since
-        discovery adopts the live column set now, keeping the catalog's schema for columns it
-        knows (a user may have edited them). Its SCHEMA then matches every record it sends.
+        records carry the table's current columns and types, so a table stream adopts the live
+        columns now: a column keeps the catalog's property (a user may have edited it) only
+        while the catalog's type for it is the live type, and a key naming a column the table
+        no longer has gives way to the live key (`catalog_fit.fit_catalog`; `catalog_fit`
+        keeps the verdict for the warnings). Its SCHEMA then matches every record it sends.
         """
         self._bind_converters(table)
         if table.is_view:
             return
-        known = self.schema.get("properties", {})
-        live = table_schema(table, use_singer_decimal=self.connector.use_singer_decimal)
-        if set(live["properties"]) != set(known):
-            merged = {name: known.get(name, prop) for name, prop in live["properties"].items()}
+        fit = fit_catalog(
+            self.name,
+            self.schema.get("properties", {}),
+            catalog_sql_types(self.catalog_entry),
+            list(self.primary_keys or ()),
+            table,
+            use_singer_decimal=self.connector.use_singer_decimal,
+        )
+        self.catalog_fit = fit
+        new_key = list(fit.key) != list(self.primary_keys or ())
+        if new_key:
+            self.primary_keys = list(fit.key)
+        if new_key or fit.properties != self.schema.get("properties"):
             # New columns inherit the stream's selection (see sdk.replace_schema).
-            sdk.replace_schema(self, {**self.schema, "properties": merged})
+            sdk.replace_schema(self, {**self.schema, "properties": fit.properties})
 
     def _bind_converters(self, table: TableInfo) -> None:
         self.table = table
@@ -171,6 +184,10 @@ class PgCdcStream(SQLStream):
         """
         self._bind_converters(table)
         schema = table_schema(table, use_singer_decimal=self.connector.use_singer_decimal)
+        key = fitting_key(self.primary_keys or (), table)
+        if list(key) != list(self.primary_keys or ()):
+            # A renamed key column: the SCHEMA's key_properties name the server's key now.
+            self.primary_keys = list(key)
         sdk.replace_schema(self, schema)
         self.write_schema()
 
