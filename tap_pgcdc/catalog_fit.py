@@ -62,7 +62,7 @@ class CatalogFit:
                 "type than the table has now (ALTER COLUMN ... TYPE since discovery). A run "
                 "sends the SCHEMA of the live types, so that the records validate, and any edit "
                 "the catalog makes to those properties is ignored. Fix: run --discover again "
-                "(Meltano caches the catalog: refresh it), then re-apply the edits."
+                "(with Meltano: `meltano run --refresh-catalog ...` once), then re-apply the edits."
             )
         if self.missing_key:
             found.append(
@@ -71,7 +71,7 @@ class CatalogFit:
                 f"({', '.join(self.missing_key)}: renamed or dropped since discovery). A run "
                 f"uses the table's key ({', '.join(self.key) or 'none'}) instead; a target that "
                 "created its table with the old key may need it re-created. Fix: run "
-                "--discover again (Meltano caches the catalog: refresh it)."
+                "--discover again (with Meltano: `meltano run --refresh-catalog ...` once)."
             )
         return found
 

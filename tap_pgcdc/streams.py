@@ -75,6 +75,25 @@ class PgCdcStream(SQLStream):
     _converters: dict[str, typemap.Converter]
     catalog_fit: CatalogFit | None = None
 
+    # The key_properties that binding or the log set in place of the catalog's (see
+    # `primary_keys`); None: the catalog's.
+    _bound_key: list[str] | None = None
+
+    @property
+    def primary_keys(self) -> t.Sequence[str]:
+        """The stream's key_properties: the catalog's, unless they name a column that is gone.
+
+        The SDK's setter writes to a catalog entry it parses anew at each read (a no-op), so
+        the replacement is kept here.
+        """
+        if self._bound_key is not None:
+            return self._bound_key
+        return super().primary_keys
+
+    @primary_keys.setter
+    def primary_keys(self, new_value: t.Sequence[str]) -> None:
+        self._bound_key = list(new_value)
+
     @property
     def connector(self) -> PgCdcConnector:
         """The stream's connector (the SDK's, typed as this tap's)."""
@@ -138,15 +157,13 @@ class PgCdcStream(SQLStream):
         """Attach the live table description (types for conversion, key, columns).
 
         A catalog can predate ALTER TABLE (Meltano caches catalogs of installed plugins). The
-        records carry the table's current columns and types, so a table stream adopts the live
-        columns now: a column keeps the catalog's property (a user may have edited it) only
+        records carry the table's current columns and types, so a stream adopts the live columns
+        now (a view's too): a column keeps the catalog's property (a user may have edited it) only
         while the catalog's type for it is the live type, and a key naming a column the table
         no longer has gives way to the live key (`catalog_fit.fit_catalog`; `catalog_fit`
         keeps the verdict for the warnings). Its SCHEMA then matches every record it sends.
         """
         self._bind_converters(table)
-        if table.is_view:
-            return
         fit = fit_catalog(
             self.name,
             self.schema.get("properties", {}),

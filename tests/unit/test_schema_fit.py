@@ -102,7 +102,8 @@ def test_a_retyped_column_gets_the_live_property_and_a_warning() -> None:
     (sentence,) = verdict.sentences()
     assert "a (integer, now text)" in sentence
     assert sentence.endswith(
-        "Fix: run --discover again (Meltano caches the catalog: refresh it), then re-apply the edits."
+        "Fix: run --discover again (with Meltano: `meltano run --refresh-catalog ...` once), "
+        "then re-apply the edits."
     )
 
 
