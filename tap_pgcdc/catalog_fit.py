@@ -146,6 +146,17 @@ def fitting_key(key: Sequence[str], table: TableInfo) -> tuple[str, ...]:
     return tuple(key) if all(k in names for k in key) else tuple(table.key)
 
 
+def followed_key(key: Sequence[str], previous: TableInfo, table: TableInfo) -> tuple[str, ...]:
+    """The key after the table changed from `previous` to `table` (seen in the log).
+
+    A key that was the table's follows it (a renamed key column, a new replica identity); any
+    other key is kept while it names columns the table has (`fitting_key`).
+    """
+    if tuple(key) == tuple(previous.key):
+        return tuple(table.key)
+    return fitting_key(key, table)
+
+
 def _types(prop: Mapping[str, t.Any]) -> list[str]:
     kind = prop.get("type", [])
     return [kind] if isinstance(kind, str) else list(kind)

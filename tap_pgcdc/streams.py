@@ -30,7 +30,7 @@ from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.sql import SQLStream
 
 from tap_pgcdc import sdk, typemap
-from tap_pgcdc.catalog_fit import CatalogFit, catalog_sql_types, fit_catalog, fitting_key
+from tap_pgcdc.catalog_fit import CatalogFit, catalog_sql_types, fit_catalog, followed_key
 from tap_pgcdc.connector import PgCdcConnector, table_schema
 from tap_pgcdc.errors import ConfigError
 from tap_pgcdc.output import records
@@ -93,6 +93,11 @@ class PgCdcStream(SQLStream):
     @primary_keys.setter
     def primary_keys(self, new_value: t.Sequence[str]) -> None:
         self._bound_key = list(new_value)
+
+    @property
+    def catalog_key(self) -> tuple[str, ...]:
+        """The key_properties the input catalog gives (or discovery, without one)."""
+        return tuple(super().primary_keys)
 
     @property
     def connector(self) -> PgCdcConnector:
@@ -199,12 +204,12 @@ class PgCdcStream(SQLStream):
         The new schema goes through the SDK's mapper so stream maps and selection apply to it,
         and a SCHEMA message is written before the next record.
         """
-        self._bind_converters(table)
-        schema = table_schema(table, use_singer_decimal=self.connector.use_singer_decimal)
-        key = fitting_key(self.primary_keys or (), table)
+        key = followed_key(self.primary_keys or (), self.table, table)
         if list(key) != list(self.primary_keys or ()):
             # A renamed key column: the SCHEMA's key_properties name the server's key now.
             self.primary_keys = list(key)
+        self._bind_converters(table)
+        schema = table_schema(table, use_singer_decimal=self.connector.use_singer_decimal)
         sdk.replace_schema(self, schema)
         self.write_schema()
 

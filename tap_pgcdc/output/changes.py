@@ -122,7 +122,9 @@ class StreamSink:
             current = load_table(self.lookup_conn, message.relation_id)
             wanted = unknown_types(message, stream.table, current)
             types = resolve_types(self.lookup_conn, wanted) if wanted else {}
-            new_table = adopt(message, stream.table, current, types, self._format_types)
+            new_table = adopt(
+                message, stream.table, current, types, self._format_types, stream.catalog_key
+            )
             self.logger.info("Schema of %s changed in the log; sending a new SCHEMA.", stream.name)
             stream.replace_schema(new_table)
         table = stream.table

@@ -28,18 +28,21 @@ if t.TYPE_CHECKING:
 _UNFLAGGED_IDENTITIES = ("f", "n")
 
 
-def relation_key(message: Relation, catalog_key: Sequence[str]) -> tuple[str, ...]:
-    """The columns the log identifies the message's rows by, in the catalog's key order.
+def relation_key(message: Relation, *known_keys: Sequence[str]) -> tuple[str, ...]:
+    """The columns the log identifies the message's rows by.
 
     Old rows of deletes and key changes carry the replica identity's columns, which the message
-    flags. Under REPLICA IDENTITY FULL every column is flagged (and none under NOTHING): there
-    the key is the catalog's (its primary key) if the message has all its columns, else none.
+    flags; they are returned in the order of the first known key with the same columns (the
+    index's order), else in the message's. Under REPLICA IDENTITY FULL every column is flagged
+    (and none under NOTHING): there the key is the first of `known_keys` (the catalog's primary
+    key now, then the keys the stream knew) whose columns the message all has, else none. A
+    message from before a key column's rename has the old name, which only an older key knows.
     """
     names = [col.name for col in message.columns]
     if message.replica_identity in _UNFLAGGED_IDENTITIES:
-        return tuple(catalog_key) if all(k in names for k in catalog_key) else ()
+        return next((tuple(k) for k in known_keys if k and all(n in names for n in k)), ())
     flagged = [col.name for col in message.columns if col.is_key]
-    return tuple(catalog_key) if set(flagged) == set(catalog_key) else tuple(flagged)
+    return next((tuple(k) for k in known_keys if set(k) == set(flagged)), tuple(flagged))
 
 
 def _matches(known: ColumnInfo | None, type_oid: int, typmod: int) -> bool:
@@ -73,6 +76,7 @@ def adopt(
     current: TableInfo | None,
     types: Mapping[int, PgType],
     format_types: Callable[[Sequence[tuple[int, int]]], Mapping[tuple[int, int], str]],
+    catalog_key: Sequence[str] = (),
 ) -> TableInfo:
     """The table the message's changes conform to (see the module docstring).
 
@@ -83,6 +87,7 @@ def adopt(
             or None if it is gone or unreadable.
         types: The resolved types of `unknown_types(message, table, current)`.
         format_types: `format_type()` of (type OID, typmod) pairs, one query for all.
+        catalog_key: The input catalog's key_properties, the last resort of `relation_key`.
     """
     existing = {col.name: col for col in table.columns}
     catalog = {col.name: col for col in current.columns} if current else {}
@@ -123,7 +128,7 @@ def adopt(
     return dataclasses.replace(
         table,
         columns=tuple(adopted + not_sent),
-        key=relation_key(message, (current or table).key),
+        key=relation_key(message, *([current.key] if current else []), table.key, catalog_key),
         replica_identity=message.replica_identity,
         primary_key=(current or table).primary_key,
     )

@@ -11,7 +11,7 @@ import typing as t
 
 import jsonschema
 
-from tap_pgcdc.catalog_fit import catalog_sql_types, fit_catalog
+from tap_pgcdc.catalog_fit import catalog_sql_types, fit_catalog, followed_key
 from tap_pgcdc.connector import catalog_entry, table_schema
 from tap_pgcdc.output.shapes import adopt, relation_key, same_shape, unknown_types
 from tap_pgcdc.pg.catalog import ColumnInfo, TableInfo
@@ -241,3 +241,26 @@ def test_the_key_under_each_replica_identity() -> None:
     assert relation_key(relation(*both, identity="d"), ("id",)) == ("id", "a")
     no_key = relation(Column(PLAIN, "id", INT4, -1), Column(PLAIN, "a", INT4, -1))
     assert relation_key(no_key, ()) == ()
+
+
+def test_under_full_a_message_from_before_a_key_rename_takes_the_older_key() -> None:
+    """FULL flags every column; the catalog's key now (id2) is not in a message from before."""
+    renamed = col("id2", "int4", "integer", attnum=1, not_null=True)
+    bound = table(renamed, A_INT, key=("id2",), identity="f")
+    before = relation(Column(KEY, "id", INT4, -1), Column(KEY, "a", INT4, -1), identity="f")
+    adopted = adopt(before, bound, bound, {INT4: T["int4"]}, format_types, ("id",))
+    assert adopted.key == ("id",)
+    after = relation(Column(KEY, "id2", INT4, -1), Column(KEY, "a", INT4, -1), identity="f")
+    assert not same_shape(after, adopted)
+    assert adopt(after, adopted, bound, {}, format_types, ("id",)).key == ("id2",)
+
+
+def test_a_key_that_followed_the_table_keeps_following_it() -> None:
+    renamed = table(col("id2", "int4", "integer", attnum=1, not_null=True), A_INT, key=("id2",))
+    assert followed_key(("id",), table(ID, A_INT), renamed) == ("id2",)
+    assert followed_key((), table(ID, A_INT, key=()), renamed) == ("id2",)
+    # A key of the user's choice stays while its columns exist, and gives way when they do not.
+    assert followed_key(("a",), table(ID, A_INT), renamed) == ("a",)
+    assert followed_key(("a",), table(ID, A_INT), table(renamed.columns[0], key=("id2",))) == (
+        "id2",
+    )
