@@ -173,7 +173,7 @@ class PgCdcStream(SQLStream):
             self.name,
             self.schema.get("properties", {}),
             catalog_sql_types(self.catalog_entry),
-            list(self.primary_keys or ()),
+            self.catalog_key,
             table,
             use_singer_decimal=self.connector.use_singer_decimal,
         )
