@@ -156,6 +156,20 @@ def stale_keys(streams: Sequence[PgCdcStream]) -> list[str]:
     ]
 
 
+def stale_catalog(streams: Sequence[PgCdcStream]) -> list[str]:
+    """A warning per stream whose catalog describes a column's type or the key no longer true.
+
+    The run sends the live types and key instead (`catalog_fit`, applied when the stream is
+    bound); the warning says so and how to refresh the catalog.
+    """
+    return [
+        sentence
+        for stream in streams
+        if stream.catalog_fit is not None
+        for sentence in stream.catalog_fit.sentences()
+    ]
+
+
 def slot_facts(slot_name: str, existing: slots.SlotInfo | None) -> recovery.SlotFacts:
     """The facts `recovery` judges, from the slot's row (None: no such slot)."""
     if existing is None:

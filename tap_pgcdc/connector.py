@@ -37,6 +37,10 @@ from tap_pgcdc.settings import Settings
 if t.TYPE_CHECKING:
     from collections.abc import Sequence
 
+SQL_DATATYPE = "sql-datatype"
+"""Property metadata (Singer's standard for databases): the column's type as discovered, by which
+a later run tells a stale catalog from a user's edit (tap_pgcdc/catalog_fit.py)."""
+
 
 def column_schema(col: ColumnInfo, *, use_singer_decimal: bool) -> dict[str, t.Any]:
     """The JSON Schema of one column."""
@@ -105,8 +109,12 @@ def catalog_entry(
         is_view=table.is_view,
         row_count=table.row_estimate,
     ).to_dict()
-    # Root metadata the Singer spec defines for databases; the SDK's classes do not model them.
+    # Metadata the Singer spec defines for databases; the SDK's classes do not model them.
+    sql_types = {("properties", col.name): col.sql_type for col in table.columns}
     for item in entry["metadata"]:
+        sql_type = sql_types.get(tuple(item["breadcrumb"]))
+        if sql_type is not None:
+            item["metadata"][SQL_DATATYPE] = sql_type
         if item["breadcrumb"] == []:
             item["metadata"].update(
                 {

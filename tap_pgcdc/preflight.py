@@ -101,6 +101,7 @@ def _check(
         )
         return
     bound = _bind_tables(conn, streams, info.current_user, report)
+    report.notes.extend(checks.stale_catalog(bound))
     log_streams: list[PgCdcStream] = []
     full_streams: list[PgCdcStream] = []
     for stream in bound:

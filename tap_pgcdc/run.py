@@ -34,6 +34,7 @@ from tap_pgcdc.checks import (
     publishing,
     refuse_uncapturable,
     slot_facts,
+    stale_catalog,
     stale_keys,
     uncapturable,
 )
@@ -154,6 +155,8 @@ class Run:
         settings = self.settings
         self.activity = "checking the server, the slot and the publication"
         bind_tables(control, streams)
+        for warning in stale_catalog(streams):
+            self.logger.warning("%s", warning)
         log_streams = [s for s in streams if s.is_log_based]
         full_streams = [s for s in streams if not s.is_log_based]
         info = server.fetch_server(control)

@@ -30,6 +30,7 @@ from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.sql import SQLStream
 
 from tap_pgcdc import sdk, typemap
+from tap_pgcdc.catalog_fit import CatalogFit, catalog_sql_types, fit_catalog, followed_key
 from tap_pgcdc.connector import PgCdcConnector, table_schema
 from tap_pgcdc.errors import ConfigError
 from tap_pgcdc.output import records
@@ -70,8 +71,33 @@ class PgCdcStream(SQLStream):
     snapshot_conn: psycopg2.extensions.connection | None = None
     snapshot_lsn: int | None = None
 
-    # Set by bind_table: the converter of each column, by name.
+    # Set by bind_table: the converter of each column, by name; how the catalog fits the table.
     _converters: dict[str, typemap.Converter]
+    catalog_fit: CatalogFit | None = None
+
+    # The key_properties that binding or the log set in place of the catalog's (see
+    # `primary_keys`); None: the catalog's.
+    _bound_key: list[str] | None = None
+
+    @property
+    def primary_keys(self) -> t.Sequence[str]:
+        """The stream's key_properties: the catalog's, unless they name a column that is gone.
+
+        The SDK's setter writes to a catalog entry it parses anew at each read (a no-op), so
+        the replacement is kept here.
+        """
+        if self._bound_key is not None:
+            return self._bound_key
+        return super().primary_keys
+
+    @primary_keys.setter
+    def primary_keys(self, new_value: t.Sequence[str]) -> None:
+        self._bound_key = list(new_value)
+
+    @property
+    def catalog_key(self) -> tuple[str, ...]:
+        """The key_properties the input catalog gives (or discovery, without one)."""
+        return tuple(super().primary_keys)
 
     @property
     def connector(self) -> PgCdcConnector:
@@ -136,19 +162,28 @@ class PgCdcStream(SQLStream):
         """Attach the live table description (types for conversion, key, columns).
 
         A catalog can predate ALTER TABLE (Meltano caches catalogs of installed plugins). The
-        log carries the table's current columns, so a table stream whose columns changed since
-        discovery adopts the live column set now, keeping the catalog's schema for columns it
-        knows (a user may have edited them). Its SCHEMA then matches every record it sends.
+        records carry the table's current columns and types, so a stream adopts the live columns
+        now (a view's too): a column keeps the catalog's property (a user may have edited it) only
+        while the catalog's type for it is the live type, and a key naming a column the table
+        no longer has gives way to the live key (`catalog_fit.fit_catalog`; `catalog_fit`
+        keeps the verdict for the warnings). Its SCHEMA then matches every record it sends.
         """
         self._bind_converters(table)
-        if table.is_view:
-            return
-        known = self.schema.get("properties", {})
-        live = table_schema(table, use_singer_decimal=self.connector.use_singer_decimal)
-        if set(live["properties"]) != set(known):
-            merged = {name: known.get(name, prop) for name, prop in live["properties"].items()}
+        fit = fit_catalog(
+            self.name,
+            self.schema.get("properties", {}),
+            catalog_sql_types(self.catalog_entry),
+            self.catalog_key,
+            table,
+            use_singer_decimal=self.connector.use_singer_decimal,
+        )
+        self.catalog_fit = fit
+        new_key = list(fit.key) != list(self.primary_keys or ())
+        if new_key:
+            self.primary_keys = list(fit.key)
+        if new_key or fit.properties != self.schema.get("properties"):
             # New columns inherit the stream's selection (see sdk.replace_schema).
-            sdk.replace_schema(self, {**self.schema, "properties": merged})
+            sdk.replace_schema(self, {**self.schema, "properties": fit.properties})
 
     def _bind_converters(self, table: TableInfo) -> None:
         self.table = table
@@ -169,6 +204,10 @@ class PgCdcStream(SQLStream):
         The new schema goes through the SDK's mapper so stream maps and selection apply to it,
         and a SCHEMA message is written before the next record.
         """
+        key = followed_key(self.primary_keys or (), self.table, table)
+        if list(key) != list(self.primary_keys or ()):
+            # A renamed key column: the SCHEMA's key_properties name the server's key now.
+            self.primary_keys = list(key)
         self._bind_converters(table)
         schema = table_schema(table, use_singer_decimal=self.connector.use_singer_decimal)
         sdk.replace_schema(self, schema)

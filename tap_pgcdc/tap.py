@@ -68,7 +68,7 @@ class TapPgCdc(SQLTap):
     def catalog_dict(self) -> dict[str, t.Any]:
         """The input catalog (with the root metadata the SDK drops), else a discovered one."""
         if self.input_catalog:
-            return _with_raw_root_metadata(self.input_catalog.to_dict(), self._raw_catalog)
+            return _with_raw_metadata(self.input_catalog.to_dict(), self._raw_catalog)
         if self._discovered is None:
             connector = t.cast("pgconn.PgCdcConnector", self.tap_connector)
             self._discovered = {"streams": connector.discover_catalog_entries()}
@@ -231,27 +231,26 @@ def _read_raw_catalog(catalog: t.Any) -> dict[str, t.Any] | None:
     return None
 
 
-def _with_raw_root_metadata(
-    catalog: dict[str, t.Any], raw: dict[str, t.Any] | None
-) -> dict[str, t.Any]:
-    """Restore root metadata keys the SDK's model drops, e.g. `replication-method`.
+def _with_raw_metadata(catalog: dict[str, t.Any], raw: dict[str, t.Any] | None) -> dict[str, t.Any]:
+    """Restore metadata keys the SDK's model drops, e.g. `replication-method`, `sql-datatype`.
 
     Meltano records a user's choice of replication method in the standard `replication-method`
-    metadata key; the SDK's StreamMetadata has no such field and loses it on parsing.
+    metadata key; the SDK's StreamMetadata has no such field and loses it on parsing. Discovery
+    records each column's type in `sql-datatype` (connector.py), which the SDK's Metadata drops.
     """
     if not raw:
         return catalog
-    raw_roots: dict[str, dict[str, t.Any]] = {}
+    raw_items: dict[tuple[str, tuple[str, ...]], dict[str, t.Any]] = {}
     for stream in raw.get("streams", []) if isinstance(raw.get("streams"), list) else []:
         if not isinstance(stream, dict):
             continue
         for item in stream.get("metadata", []) or []:
-            if isinstance(item, dict) and item.get("breadcrumb") == []:
-                raw_roots[str(stream.get("tap_stream_id"))] = item.get("metadata") or {}
+            if isinstance(item, dict) and isinstance(item.get("breadcrumb"), list):
+                crumb = tuple(str(part) for part in item["breadcrumb"])
+                raw_items[str(stream.get("tap_stream_id")), crumb] = item.get("metadata") or {}
     for stream in catalog.get("streams", []):
-        extra = raw_roots.get(stream.get("tap_stream_id"), {})
         for item in stream.get("metadata", []):
-            if item.get("breadcrumb") == []:
-                for key, value in extra.items():
-                    item["metadata"].setdefault(key, value)
+            extra = raw_items.get((stream.get("tap_stream_id"), tuple(item["breadcrumb"])), {})
+            for key, value in extra.items():
+                item["metadata"].setdefault(key, value)
     return catalog

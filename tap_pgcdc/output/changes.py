@@ -10,7 +10,6 @@ a new table version. `log_reader` builds the sink and the loop for one log read.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import time
@@ -20,8 +19,9 @@ from dataclasses import dataclass
 from tap_pgcdc.output.fields import SDC_DELETED_AT, SDC_LSN
 from tap_pgcdc.output.records import record_lines
 from tap_pgcdc.output.relations import RelationPlan
+from tap_pgcdc.output.shapes import adopt, same_shape, unknown_types
 from tap_pgcdc.pg.casters import raw_text_casters
-from tap_pgcdc.pg.catalog import ColumnInfo, resolve_types
+from tap_pgcdc.pg.catalog import load_table, resolve_types
 from tap_pgcdc.pg.quoting import pct, quote_ident
 from tap_pgcdc.pg.wal import current_wal_lsn
 from tap_pgcdc.replication.reader import ReadLoop
@@ -110,67 +110,44 @@ class StreamSink:
         self._write_state()
 
     def relation(self, message: Relation) -> ChangeTarget | None:
-        """Route a relation to its table's stream; adopt a changed shape with a new SCHEMA."""
+        """Route a relation to its table's stream; adopt a changed shape with a new SCHEMA.
+
+        A changed shape costs one catalog lookup of the table (by the message's OID) and the
+        resolution of its new types: once per Relation message, never per row.
+        """
         stream = self.streams.get((message.namespace, message.name))
         if stream is None or stream.table.oid != message.relation_id:
             # Another table of that name: one dropped since, whose changes come before the
             # stream's position, or one created during the run, which the shape check after
             # the read snapshots (see Run._after_read).
             return None
-        table = stream.table
-        existing = {col.name: col for col in table.columns}
-        sent = {col.name for col in message.columns}
-        columns: list[ColumnInfo] = []
-        unknown_types = [
-            col.type_oid
-            for col in message.columns
-            if col.name not in existing or existing[col.name].type.oid != col.type_oid
-        ]
-        types = resolve_types(self.lookup_conn, unknown_types) if unknown_types else {}
-        changed = False
-        for col in message.columns:
-            known = existing.get(col.name)
-            if (
-                known is not None
-                and known.type.oid == col.type_oid
-                and known.typmod == col.atttypmod
-            ):
-                columns.append(known)
-                continue
-            changed = True
-            columns.append(
-                ColumnInfo(
-                    name=col.name,
-                    attnum=known.attnum if known else 0,
-                    type=types[col.type_oid],
-                    typmod=col.atttypmod,
-                    not_null=False,
-                    generated=False,
-                    sql_type=self._format_type(col.type_oid, col.atttypmod),
-                )
+        if not same_shape(message, stream.table):
+            current = load_table(self.lookup_conn, message.relation_id)
+            wanted = unknown_types(message, stream.table, current)
+            types = resolve_types(self.lookup_conn, wanted) if wanted else {}
+            new_table = adopt(
+                message, stream.table, current, types, self._format_types, stream.catalog_key
             )
-        # Generated columns the log does not carry (before PG 18, without
-        # publish_generated_columns, or virtual): keep them, fill them by key.
-        not_sent = [col for col in table.columns if col.name not in sent and col.generated]
-        if any(col.name not in sent and not col.generated for col in table.columns):
-            changed = True  # a column was dropped
-        if changed:
-            new_table = dataclasses.replace(table, columns=tuple(columns + not_sent))
             self.logger.info("Schema of %s changed in the log; sending a new SCHEMA.", stream.name)
             stream.replace_schema(new_table)
+        table = stream.table
+        sent = {col.name for col in message.columns}
         plan = RelationPlan.build(
             message,
-            [stream.converter_for(col.name) for col in columns],
-            stream.table.key,
-            [col.name for col in not_sent],
+            [stream.converter_for(col.name) for col in message.columns],
+            table.key,
+            [col.name for col in table.columns if col.name not in sent],
         )
         return ChangeTarget(stream_name=stream.name, stream=stream, plan=plan, sink=self)
 
-    def _format_type(self, oid: int, typmod: int) -> str:
+    def _format_types(self, pairs: Sequence[tuple[int, int]]) -> dict[tuple[int, int], str]:
         with self.lookup_conn.cursor() as cur:
-            cur.execute("SELECT pg_catalog.format_type(%s, %s)", (oid, typmod))
-            row = cur.fetchone()
-        return str(row[0]) if row else "text"
+            cur.execute(
+                "SELECT o, m, pg_catalog.format_type(o, m) FROM unnest(%s::oid[], %s::int[]) "
+                "AS p(o, m)",
+                ([oid for oid, _ in pairs], [mod for _, mod in pairs]),
+            )
+            return {(int(o), int(m)): str(name) for o, m, name in cur.fetchall()}
 
     def fill_missing(
         self,

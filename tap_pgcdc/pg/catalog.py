@@ -127,6 +127,7 @@ WHERE c.relkind IN ('r', 'p', 'v', 'm')
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
   AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)'
   AND pg_catalog.has_table_privilege(c.oid, 'SELECT')
+  AND (%(oids)s::oid[] IS NULL OR c.oid = ANY(%(oids)s::oid[]))
 ORDER BY n.nspname, c.relname
 """
 
@@ -210,21 +211,35 @@ def resolve_types(conn: psycopg2.extensions.connection, oids: Iterable[int]) -> 
     return resolved
 
 
+def load_table(conn: psycopg2.extensions.connection, oid: int) -> TableInfo | None:
+    """The table with this OID as the catalog describes it now (None: gone or unreadable).
+
+    Unlike `load_tables`, partitions are found too: a Relation message may name one.
+    """
+    found = load_tables(conn, oids=[oid], with_partitions=True)
+    return found[0] if found else None
+
+
 def load_tables(
     conn: psycopg2.extensions.connection,
     *,
     filter_schemas: Sequence[str] | None = None,
     filter_tables: Sequence[str] | None = None,
     oids: Sequence[int] | None = None,
+    with_partitions: bool | None = None,
 ) -> list[TableInfo]:
-    """Read tables (and views) the user may SELECT, honouring the schema/table filters."""
-    with_partitions = conn.server_version < PUBLISH_PARTITION_ROOT_SINCE
+    """Read tables (and views) the user may SELECT, honouring the schema/table filters.
+
+    Partitions are streams of their own only on PostgreSQL 12 (`with_partitions`: None).
+    """
+    if with_partitions is None:
+        with_partitions = conn.server_version < PUBLISH_PARTITION_ROOT_SINCE
     with conn.cursor() as cur:
-        cur.execute(_TABLES_SQL, {"with_partitions": with_partitions})
+        cur.execute(
+            _TABLES_SQL,
+            {"with_partitions": with_partitions, "oids": None if oids is None else list(oids)},
+        )
         tables = cur.fetchall()
-    if oids is not None:
-        wanted_oids = set(oids)
-        tables = [row for row in tables if row[0] in wanted_oids]
     if filter_schemas:
         schemas = set(filter_schemas)
         tables = [row for row in tables if row[1] in schemas]

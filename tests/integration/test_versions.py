@@ -31,6 +31,7 @@ import pytest
 
 from tap_pgcdc.replication import slot as slots
 from tests.integration.test_cdc import pg_rows, slot_confirmed, sync
+from tests.integration.test_schema_fit import checked
 from tests.memory_target import MemoryTarget
 from tests.pgserver import start_standby
 from tests.tap_runner import discover, run_tap, select_streams
@@ -402,3 +403,49 @@ def test_ddl_the_log_cannot_express_on_every_major(vdb, pg_major) -> None:
     run = sync(vdb, target)
     table = "p" if pg_major >= 13 else "p1"
     assert _converged(vdb, target, parent, table, run)
+
+
+def test_schema_changes_under_a_cached_catalog(vdb) -> None:
+    """ALTER TYPE, RENAME of the key column, ADD and DROP in the log, the catalog from before.
+
+    Every RECORD validates against its latest SCHEMA and every SCHEMA's key is among its
+    properties (tests/integration/test_schema_fit.py, on every major), under the default replica
+    identity and under FULL (whose Relation messages flag every column).
+    """
+    vdb.execute(
+        """
+        CREATE TABLE t (id int PRIMARY KEY, a int, b text);
+        CREATE TABLE f (id int PRIMARY KEY, a int);
+        ALTER TABLE f REPLICA IDENTITY FULL;
+        INSERT INTO t VALUES (1, 1, 'x'), (2, 2, 'y'), (3, 3, 'z');
+        INSERT INTO f VALUES (1, 1), (2, 2);
+        """
+    )
+    catalog = select_streams(discover(vdb.config()), {"public-t", "public-f"})
+    target = MemoryTarget()
+    first = checked(run_tap(vdb.config(), catalog=catalog))
+    target.apply(first.messages)
+    vdb.execute(
+        """
+        UPDATE t SET a = 20 WHERE id = 2; UPDATE f SET a = 20 WHERE id = 2;
+        ALTER TABLE t ALTER COLUMN a TYPE text USING 'x' || a;
+        ALTER TABLE t RENAME COLUMN id TO key; ALTER TABLE f RENAME COLUMN id TO key;
+        ALTER TABLE t ADD COLUMN c int NOT NULL DEFAULT 1; ALTER TABLE t DROP COLUMN b;
+        INSERT INTO t VALUES (4, 'four', 4); DELETE FROM t WHERE key = 1;
+        DELETE FROM f WHERE key = 1;
+        """
+    )
+    run = checked(run_tap(vdb.config(), catalog=catalog, state=target.state))
+    target.apply(run.messages)
+    for stream in ("public-t", "public-f"):
+        last = [m for m in run.of_type("SCHEMA") if m["stream"] == stream][-1]
+        assert last["key_properties"] == ["key"], stream
+        deleted = [r for r in run.records(stream) if r["_sdc_deleted_at"]]
+        assert [r["key"] for r in deleted] == [1], stream
+    assert {r["key"]: r["a"] for r in run.records("public-t") if "c" in r} == {4: "four"}
+    vdb.execute("DELETE FROM t WHERE key = 2")
+    again = checked(run_tap(vdb.config(), catalog=catalog, state=target.state))
+    target.apply(again.messages)
+    assert again.of_type("SCHEMA")[0]["key_properties"] == ["key"]
+    assert set(target.tables["public-t"].rows) == {(3,), (4,)}
+    assert set(target.tables["public-f"].rows) == {(2,)}
