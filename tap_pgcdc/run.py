@@ -24,7 +24,7 @@ import psycopg2
 import psycopg2.errors
 from singer_sdk.exceptions import AbortedSyncFailedException, AbortedSyncPausedException
 
-from tap_pgcdc import recovery
+from tap_pgcdc import recovery, report
 from tap_pgcdc.checks import (
     bind_tables,
     full_table_warning,
@@ -54,7 +54,7 @@ from tap_pgcdc.replication import slot as slots
 from tap_pgcdc.replication.blockers import wait_for_prepared
 from tap_pgcdc.replication.publication import judge_publication, membership
 from tap_pgcdc.replication.publication_ops import apply_publication, fetch_publication
-from tap_pgcdc.replication.reader import ReaderSettings
+from tap_pgcdc.replication.reader import CAUGHT_UP, ReaderSettings, ReadSummary
 from tap_pgcdc.replication.transport import ReplicationStream, SnapshotSession
 from tap_pgcdc.snapshot.session import snapshot_connection
 from tap_pgcdc.state import (
@@ -102,6 +102,7 @@ class Run:
         identity: dict[str, t.Any] | None,
         write_state: Callable[[], None],
         logger: logging.Logger,
+        run_report: report.RunReport | None = None,
     ) -> None:
         """Prepare a run.
 
@@ -112,6 +113,7 @@ class Run:
             identity: The slot and cluster the input state's positions belong to.
             write_state: Writes a STATE message of `state`.
             logger: The tap's logger.
+            run_report: Filled with what the run does (the tap writes it at the end).
         """
         self.config = config
         self.settings = settings
@@ -119,6 +121,7 @@ class Run:
         self.identity = identity
         self.write_state = write_state
         self.logger = logger
+        self.report = run_report or report.RunReport(settings.slot_name, settings.publication_name)
         # What the run is doing, for the message when a connection breaks.
         self.activity = "starting"
 
@@ -129,6 +132,8 @@ class Run:
         control.autocommit = True
         try:
             self._run(control, streams)
+            if not self.report.reason:
+                self.report.reason = report.NO_LOG_READ
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
             if not _connection_lost(exc):
                 raise
@@ -141,7 +146,24 @@ class Run:
             )
             raise PrivilegeError(msg) from None
         finally:
-            control.close()
+            try:
+                self._sample_slot_after(control, streams)
+            finally:
+                control.close()
+
+    def _sample_slot_after(
+        self, control: psycopg2.extensions.connection, streams: Sequence[PgCdcStream]
+    ) -> None:
+        """The report's counts and the slot's positions at the end (best effort: a broken
+        connection, or a signal that asks for a prompt exit, leaves the sample out)."""
+        run_report = self.report
+        for stream in streams:
+            counts = run_report.stream(stream.name, stream.replication_method)
+            counts.snapshot_rows = stream.snapshot_rows
+        if run_report.reason == report.SIGNAL or not any(s.is_log_based for s in streams):
+            return
+        with contextlib.suppress(psycopg2.Error):
+            run_report.slot_after = report.slot_sample(control, self.settings.slot_name)
 
     def _run(self, control: psycopg2.extensions.connection, streams: Sequence[PgCdcStream]) -> None:
         settings = self.settings
@@ -173,6 +195,7 @@ class Run:
         if log_streams:
             facts = slots.fetch_slot(control, slot_name)
             existing = facts.slot
+            self.report.slot_before = report.slot_sample(control, slot_name)
             # The slot is judged before anything changes: a run that stops here leaves no trace.
             if existing is not None:  # not another tool's, database's or session's
                 raise_first(self._judge_slot(facts, allow_invalidated=True))
@@ -386,15 +409,37 @@ class Run:
                     logger=self.logger,
                 )
                 self.activity = f"reading slot {slot_name}"
+                self._report_read(start, stop_lsn, confirm_lsn)
                 try:
                     summary = reader.run(stop_lsn=stop_lsn)
                 except ReplicationError as exc:
                     if _publication_missing(str(exc)):
                         raise SlotError(self._undecodable(str(exc))) from None
                     raise ConnectionLost.during(self.activity, str(exc), self.config) from None
+                finally:
+                    self._report_summary(reader.summary, transport.bytes_received)
+            self.report.reason = (
+                report.CAUGHT_UP if summary.stopped == CAUGHT_UP else report.OUT_OF_TIME
+            )
             self.logger.info("Log read complete: %s", summary)
         finally:
             lookup_conn.close()
+
+    def _report_read(self, start: int, stop_lsn: int, confirm_lsn: int) -> None:
+        run_report = self.report
+        run_report.start_lsn, run_report.stop_lsn = start, stop_lsn
+        run_report.confirmed_lsn = confirm_lsn or None
+
+    def _report_summary(self, summary: ReadSummary, bytes_received: int) -> None:
+        """The read's counters in the report, also when it stopped on an error or a signal."""
+        run_report = self.report
+        run_report.end_lsn = summary.position
+        run_report.transactions = summary.transactions
+        run_report.bytes_received = bytes_received
+        for name, changes in summary.streams.items():
+            counts = run_report.stream(name, "LOG_BASED")
+            counts.changes, counts.deletes = changes.changes, changes.deletes
+            counts.truncates = changes.truncates
 
     def _undecodable(self, detail: str) -> str:
         """The error for a slot that cannot decode what happened while the publication was gone."""

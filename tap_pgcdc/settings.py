@@ -180,6 +180,11 @@ CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
         minimum=0,
         description="While reading the log, emit STATE (at a transaction boundary) at most this often.",
     ),
+    th.Property(
+        "run_report_path",
+        th.StringType,
+        description="Append each run's report (one JSON line: counts per stream, LSN range, slot lag and retained WAL before and after, duration, why the run ended; see docs/monitoring.md) to this file instead of writing it to stderr.",
+    ),
 ).to_dict()
 
 
@@ -197,6 +202,7 @@ class Settings:
     snapshot_chunk_size: int = DEFAULT_CHUNK_SIZE
     state_interval_seconds: float = DEFAULT_STATE_INTERVAL_SECONDS
     slot_wait_seconds: float = DEFAULT_SLOT_WAIT_SECONDS
+    run_report_path: str | None = None  # None: the report goes to stderr
     user: str = ""
 
     @classmethod
@@ -220,5 +226,6 @@ class Settings:
                 given("state_interval_seconds", DEFAULT_STATE_INTERVAL_SECONDS)
             ),
             slot_wait_seconds=float(given("slot_wait_seconds", DEFAULT_SLOT_WAIT_SECONDS)),
+            run_report_path=config.get("run_report_path") or None,
             user=str(given("user", "")),
         )

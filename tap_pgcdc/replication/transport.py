@@ -129,6 +129,7 @@ class ReplicationStream:
             raise ReplicationError(msg) from None
         self._cursor = cur  # keep psycopg2's cursor alive for the connection's lifetime
         self._fd = self._conn.fileno()
+        self.bytes_received = 0  # CopyData payload bytes read (the run report's figure)
 
     def read(self, timeout: float) -> bytes | None:
         """The next CopyData payload, or None if none arrived within `timeout` seconds."""
@@ -144,6 +145,7 @@ class ReplicationStream:
             if n == 0:
                 return None
         if n > 0:
+            self.bytes_received += n
             try:
                 return ctypes.string_at(self._buf, n)
             finally:
