@@ -153,6 +153,7 @@ _FIXES = {
     "slot_name": "use 1 to 63 lower-case letters, digits and underscores, e.g. 'tap_pgcdc'",
     "sslmode": "use one of disable, allow, prefer, require, verify-ca, verify-full",
     "on_slot_lost": "use fail or resnapshot",
+    "origin": "use any (every change) or none (PostgreSQL 16+: only changes made on this server)",
 }
 
 

@@ -144,7 +144,11 @@ def _check(
     except TapPgCdcError as exc:
         report.problems.append(str(exc))
     pending = bool(lost) or any(s.needs_snapshot for s in log_streams)
-    refused = server.judge_server(info, need_slots=(0 if existing else 1) + (1 if pending else 0))
+    refused = server.judge_server(
+        info,
+        need_slots=(0 if existing else 1) + (1 if pending else 0),
+        origin=settings.origin,
+    )
     report.problems.extend(str(problem) for problem in refused)
     if not refused:  # else the server would refuse the connection for a reason already listed
         _check_replication_connection(config, report)

@@ -223,7 +223,11 @@ class Run:
             # more (its temporary slot). One WAL sender suffices: the snapshot's replication
             # connection is closed before the log is read.
             raise_first(
-                server.judge_server(info, need_slots=(0 if existing else 1) + (1 if pending else 0))
+                server.judge_server(
+                    info,
+                    need_slots=(0 if existing else 1) + (1 if pending else 0),
+                    origin=settings.origin,
+                )
             )
             raise_first(refuse_uncapturable(uncapturable(control, tables)))
             for warning in stale_keys(log_streams):
@@ -399,6 +403,10 @@ class Run:
                 slot_name=slot_name,
                 publication_name=settings.publication_name,
                 start_lsn=start,
+                # Said explicitly where pgoutput knows the option (judged: 'any' before 16).
+                origin=settings.origin
+                if lookup_conn.server_version >= server.ORIGIN_VERSION
+                else None,
             ) as transport:
                 reader = log_reader(
                     transport=transport,

@@ -18,6 +18,7 @@ from tap_pgcdc.pg.quoting import quote_ident
 Connection: t.TypeAlias = psycopg2.extensions.connection
 
 MIN_SERVER_VERSION = 120000
+ORIGIN_VERSION = 160000  # pgoutput's origin option
 
 WAL_LEVEL_FIX = (
     "run ALTER SYSTEM SET wal_level = logical; as a superuser and restart PostgreSQL. On managed "
@@ -104,7 +105,7 @@ def fetch_server(conn: Connection) -> ServerInfo:
 
 
 def judge_server(
-    info: ServerInfo, *, need_slots: int = 1, need_senders: int = 1
+    info: ServerInfo, *, need_slots: int = 1, need_senders: int = 1, origin: str = "any"
 ) -> list[TapPgCdcError]:
     """Every reason the server or role cannot serve this run, in the order a user fixes them.
 
@@ -115,16 +116,26 @@ def judge_server(
         need_slots: Slots this run will create (0 when the tap's slot already exists; one more
             while an initial snapshot holds its temporary slot).
         need_senders: Replication connections this run will hold open at once.
+        origin: The `origin` setting: `none` needs PostgreSQL 16+.
 
     Returns:
-        ServerConfigError (unsupported version, wal_level not logical, no free slot or sender)
-        and PrivilegeError (the role may not use replication) instances, with their fixes.
+        ServerConfigError (unsupported version, wal_level not logical, no free slot or sender,
+        an origin filter the server cannot apply) and PrivilegeError (the role may not use replication) instances, with their fixes.
     """
     problems: list[TapPgCdcError] = []
     if info.version_num < MIN_SERVER_VERSION:
         msg = (
             f"PostgreSQL {version_text(info.version_num)} is not supported: tap-pgcdc needs "
             f"PostgreSQL {version_text(MIN_SERVER_VERSION)} or later. Fix: upgrade the server."
+        )
+        problems.append(ServerConfigError(msg))
+    if origin != "any" and MIN_SERVER_VERSION <= info.version_num < ORIGIN_VERSION:
+        msg = (
+            f"origin = {origin!r} needs PostgreSQL {version_text(ORIGIN_VERSION)} or later "
+            f"(pgoutput's origin option), and this server is {version_text(info.version_num)}: "
+            "it cannot tell changes made here from changes a subscription applied, so the log "
+            "would deliver both. Fix: set origin to 'any' (the default: every change; "
+            "meltano config set tap-pgcdc origin any), or upgrade the server to PostgreSQL 16+."
         )
         problems.append(ServerConfigError(msg))
     if info.wal_level != "logical":

@@ -110,6 +110,7 @@ class ReplicationStream:
         start_lsn: int,
         proto_version: int = 1,
         messages: bool = False,
+        origin: str | None = None,
     ) -> None:
         self._conn = open_replication_connection(config)
         self._pgconn = ctypes.c_void_p(self._conn.pgconn_ptr)
@@ -118,6 +119,8 @@ class ReplicationStream:
         options = {"proto_version": str(proto_version), "publication_names": publication_name}
         if messages:
             options["messages"] = "true"
+        if origin is not None:  # PostgreSQL 16+: 'none' leaves out changes a subscription applied
+            options["origin"] = origin
         cur = self._conn.cursor()
         try:
             cur.start_replication(
