@@ -18,6 +18,7 @@ from tap_pgcdc.pg.catalog import (
     load_tables,
     stream_id,
 )
+from tap_pgcdc.replication import idle
 from tap_pgcdc.replication import slot as slots
 from tap_pgcdc.replication.identity import (
     Uncapturable,
@@ -26,7 +27,7 @@ from tap_pgcdc.replication.identity import (
     judge_replica_identity,
 )
 from tap_pgcdc.replication.publication import membership
-from tap_pgcdc.state import recorded_publication
+from tap_pgcdc.state import last_run_time, recorded_publication
 
 if t.TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -35,6 +36,7 @@ if t.TYPE_CHECKING:
 
     from tap_pgcdc.pg.catalog import TableInfo
     from tap_pgcdc.replication.publication import PublicationFacts
+    from tap_pgcdc.replication.server import ServerInfo
     from tap_pgcdc.streams import PgCdcStream
 
 
@@ -132,7 +134,18 @@ def slot_facts(slot_name: str, existing: slots.SlotInfo | None) -> recovery.Slot
         exists=True,
         confirmed_flush_lsn=existing.confirmed_flush_lsn,
         invalidation=slots.invalidation(existing),
+        prevention=slots.idle_prevention(existing),
     )
+
+
+def idle_slot_warning(
+    info: ServerInfo, slot: slots.SlotInfo | None, identity: Mapping[str, t.Any] | None
+) -> str | None:
+    """The warning when the slot was idle for most of idle_replication_slot_timeout (PG18)."""
+    if slot is None or slots.invalidation(slot) is not None:  # nothing left to lose, or lost
+        return None
+    since = idle.idle_seconds(info.now, last_run_time(dict(identity or {})), slot.inactive_since)
+    return idle.idle_warning(slot.name, info.idle_slot_timeout, since)
 
 
 def log_positions(streams: Sequence[PgCdcStream]) -> dict[str, int | None]:

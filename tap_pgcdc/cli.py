@@ -119,6 +119,8 @@ def run_preflight(
 def _log_report(logger: logging.Logger, report: preflight.Report) -> None:
     for note in report.notes:
         logger.info("Preflight: %s", note)
+    for warning in report.warnings:
+        logger.warning("Preflight warning: %s", warning)
     if report.problems:
         total = len(report.problems)
         for number, problem in enumerate(report.problems, 1):

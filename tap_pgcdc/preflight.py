@@ -44,6 +44,7 @@ class Report:
 
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # what endangers later runs
 
 
 def check(
@@ -115,6 +116,9 @@ def _check(
     slot_name = settings.slot_name
     facts = slots.fetch_slot(conn, slot_name)
     existing = facts.slot
+    idle_warning = checks.idle_slot_warning(info, existing, identity)
+    if idle_warning is not None:
+        report.warnings.append(idle_warning)
     lost: tuple[str, ...] = ()
     try:
         check_identity(identity, slot_name=slot_name, system_identifier=info.system_identifier)

@@ -28,6 +28,7 @@ from tap_pgcdc import recovery, report
 from tap_pgcdc.checks import (
     bind_tables,
     full_table_warning,
+    idle_slot_warning,
     log_based_candidates,
     log_positions,
     publishing,
@@ -175,9 +176,12 @@ class Run:
         check_identity(
             self.identity, slot_name=settings.slot_name, system_identifier=info.system_identifier
         )
-        # Beside the SDK's bookmarks: which slot and cluster the positions belong to.
+        # Beside the SDK's bookmarks: which slot and cluster the positions belong to, and when
+        # this run started (how long the slot will have been idle at the next run).
         self.state[STATE_KEY] = identity_record(
-            slot_name=settings.slot_name, system_identifier=info.system_identifier
+            slot_name=settings.slot_name,
+            system_identifier=info.system_identifier,
+            last_run_at=info.now,
         )
         for stream in log_streams:
             # Records carry the table version of the last TRUNCATE or re-snapshot, across runs.
@@ -196,6 +200,9 @@ class Run:
             facts = slots.fetch_slot(control, slot_name)
             existing = facts.slot
             self.report.slot_before = report.slot_sample(control, slot_name)
+            idle_warning = idle_slot_warning(info, existing, self.identity)
+            if idle_warning is not None:
+                self.logger.warning("%s", idle_warning)
             # The slot is judged before anything changes: a run that stops here leaves no trace.
             if existing is not None:  # not another tool's, database's or session's
                 raise_first(self._judge_slot(facts, allow_invalidated=True))

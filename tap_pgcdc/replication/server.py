@@ -6,6 +6,7 @@ its fix) that stops logical replication. The run raises the first, `--test` repo
 
 from __future__ import annotations
 
+import datetime
 import typing as t
 from dataclasses import dataclass
 
@@ -60,6 +61,8 @@ class ServerInfo:
     current_user: str
     database: str
     system_identifier: str  # pg_control_system(); "" where the role may not call it
+    idle_slot_timeout: int = 0  # idle_replication_slot_timeout in seconds (PG18+); 0: off
+    now: datetime.datetime | None = None  # the server's clock, when the facts were read
 
 
 _SERVER_SQL = """
@@ -77,7 +80,10 @@ SELECT pg_catalog.current_setting('server_version_num')::int,
        pg_catalog.current_database(),
        CASE WHEN pg_catalog.has_function_privilege('pg_catalog.pg_control_system()', 'EXECUTE')
             THEN (SELECT system_identifier::text FROM pg_catalog.pg_control_system())
-            ELSE '' END
+            ELSE '' END,
+       COALESCE((SELECT setting::int FROM pg_catalog.pg_settings
+                 WHERE name = 'idle_replication_slot_timeout'), 0),
+       pg_catalog.now()
 FROM pg_catalog.pg_roles r
 WHERE r.rolname = current_user
 """
@@ -101,6 +107,8 @@ def fetch_server(conn: Connection) -> ServerInfo:
         current_user=row[8],
         database=row[9],
         system_identifier=row[10],
+        idle_slot_timeout=row[11],
+        now=row[12],
     )
 
 
