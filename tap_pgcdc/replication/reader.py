@@ -23,6 +23,7 @@ import logging
 import struct
 import time
 import typing as t
+from collections import defaultdict
 from dataclasses import dataclass, field
 
 from tap_pgcdc.errors import ProtocolError
@@ -106,7 +107,9 @@ class ReadSummary:
     """What one log read did; its str() is the line the tap logs at the end."""
 
     transactions: int = 0  # committed transactions read (skipped ones included)
-    records: int = 0  # records the sink wrote
+    records: int = (
+        0  # records the sink wrote (the sum of `streams`, at a progress line and the end)
+    )
     position: int = 0  # the last transaction boundary reached
     stopped: str = ""  # why the read ended: CAUGHT_UP or OUT_OF_TIME
     streams: dict[str, StreamChanges] = field(default_factory=dict)  # by stream name
@@ -152,9 +155,13 @@ class ReadLoop:
         self.progress = LogProgress(self.logger, clock=clock)
         self.routes: dict[int, RelationSink | None] = {}
         self.positions: dict[str, int] = dict(positions)
+        # Per stream (a stream first seen in the log gets its counts then): the fast path adds
+        # to them, and the summary's total is their sum (see `_total`).
+        self._counts: defaultdict[str, StreamChanges] = defaultdict(StreamChanges)
+        for name in self.positions:
+            self._counts[name] = StreamChanges()
         self.summary = ReadSummary(
-            position=min(self.positions.values(), default=0),
-            streams={name: StreamChanges() for name in self.positions},
+            position=min(self.positions.values(), default=0), streams=self._counts
         )
         self._start = self.summary.position
         self._begin: Begin | None = None
@@ -231,7 +238,7 @@ class ReadLoop:
 
     def _finish(self, reason: str) -> ReadSummary:
         self._emit_state(force=True)
-        summary = self.summary
+        summary = self._total()
         summary.stopped = reason
         self.logger.info(
             "Log read (%s): %s.",
@@ -248,7 +255,7 @@ class ReadLoop:
 
     def _report(self) -> None:
         """A progress line: position, bytes behind the server, rates (every 30 s)."""
-        summary = self.summary
+        summary = self._total()
         self.progress.log(
             position=summary.position,
             server_lsn=self.server_lsn(),
@@ -302,26 +309,23 @@ class ReadLoop:
             return False
         if not route.change(raw, _CHANGE_TUPLE_AT, begin, deleted=deleted, key=key):
             return False
-        self.summary.records += 1
-        counts = self.summary.streams.get(route.stream_name) or self._counts(route.stream_name)
+        counts = self._counts[route.stream_name]
         counts.changes += 1
         if deleted:
             counts.deletes += 1
         return True
 
-    def _counts(self, stream_name: str) -> StreamChanges:
-        streams = self.summary.streams
-        counts = streams.get(stream_name)
-        if counts is None:
-            counts = streams[stream_name] = StreamChanges()
-        return counts
-
     def _count(self, route: RelationSink, written: int, deletes: int) -> None:
         """Count what the general path wrote: `written` records, `deletes` of them deletions."""
-        self.summary.records += written
-        counts = self._counts(route.stream_name)
+        counts = self._counts[route.stream_name]
         counts.changes += written
         counts.deletes += deletes
+
+    def _total(self) -> ReadSummary:
+        """The summary, its total of records brought up to date from the per-stream counts."""
+        summary = self.summary
+        summary.records = sum(counts.changes for counts in self._counts.values())
+        return summary
 
     def _handle(self, message: object, lsn: int) -> None:
         """Dispatch a decoded message; `lsn` is the WAL position of its record (see Truncate)."""
@@ -354,7 +358,7 @@ class ReadLoop:
                 route = self._route(relation_id)
                 if route is not None:
                     route.truncate(self._open("Truncate"), lsn)
-                    self._counts(route.stream_name).truncates += 1
+                    self._counts[route.stream_name].truncates += 1
         # Origin, Type and logical decoding messages carry nothing a record needs.
 
     def _commit(self, message: Commit) -> None:
