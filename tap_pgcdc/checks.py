@@ -20,6 +20,7 @@ from tap_pgcdc.pg.catalog import (
     stream_id,
 )
 from tap_pgcdc.pg.shape import fetch_shapes, rows_predate_attach
+from tap_pgcdc.replication import idle
 from tap_pgcdc.replication import slot as slots
 from tap_pgcdc.replication.identity import (
     Uncapturable,
@@ -28,7 +29,14 @@ from tap_pgcdc.replication.identity import (
     judge_replica_identity,
 )
 from tap_pgcdc.replication.publication import decoding, membership, needs_generated_option
-from tap_pgcdc.state import recorded_publication, recorded_shape
+from tap_pgcdc.replication.publication_ops import fetch_publication
+from tap_pgcdc.state import (
+    PUBLICATION_KEY,
+    last_run_time,
+    publication_record,
+    recorded_publication,
+    recorded_shape,
+)
 
 if t.TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -38,6 +46,7 @@ if t.TYPE_CHECKING:
     from tap_pgcdc.pg.catalog import TableInfo
     from tap_pgcdc.pg.shape import TableShape
     from tap_pgcdc.replication.publication import Decoding, PublicationFacts
+    from tap_pgcdc.replication.server import ServerInfo
     from tap_pgcdc.streams import PgCdcStream
 
 
@@ -179,7 +188,18 @@ def slot_facts(slot_name: str, existing: slots.SlotInfo | None) -> recovery.Slot
         exists=True,
         confirmed_flush_lsn=existing.confirmed_flush_lsn,
         invalidation=slots.invalidation(existing),
+        prevention=slots.idle_prevention(existing),
     )
+
+
+def idle_slot_warning(
+    info: ServerInfo, slot: slots.SlotInfo | None, identity: Mapping[str, t.Any] | None
+) -> str | None:
+    """The warning when the slot was idle for most of idle_replication_slot_timeout (PG18)."""
+    if slot is None or slots.invalidation(slot) is not None:  # nothing left to lose, or lost
+        return None
+    since = idle.idle_seconds(info.now, last_run_time(dict(identity or {})), slot.inactive_since)
+    return idle.idle_warning(slot.name, info.idle_slot_timeout, since)
 
 
 def log_positions(streams: Sequence[PgCdcStream]) -> dict[str, int | None]:
@@ -244,3 +264,22 @@ def shape_changes(
         if change.needed:
             changes[stream.name] = change
     return changes, shapes
+
+
+def record_publication(
+    control: psycopg2.extensions.connection, name: str, log_streams: Sequence[PgCdcStream]
+) -> None:
+    """Keep, with each bookmark, the publication and membership its changes are read through.
+
+    Called once the publication lists every stream's table, and every bookmark left is trusted
+    (the others were marked for a re-snapshot): from here on the changes of each table are
+    published, so the record is true of every position the run will write.
+    """
+    facts = fetch_publication(control, name, [s.table for s in log_streams])
+    publication = facts.publication
+    if publication is None:  # dropped again in the meantime: the next run sees it
+        return
+    for stream in log_streams:
+        member = membership(publication, facts.catalog.get(stream.table.oid))
+        if member is not None:
+            stream.bookmark[PUBLICATION_KEY] = publication_record(publication.oid, member)

@@ -119,6 +119,8 @@ def run_preflight(
 def _log_report(logger: logging.Logger, report: preflight.Report) -> None:
     for note in report.notes:
         logger.info("Preflight: %s", note)
+    for warning in report.warnings:
+        logger.warning("Preflight warning: %s", warning)
     if report.problems:
         total = len(report.problems)
         for number, problem in enumerate(report.problems, 1):
@@ -153,6 +155,7 @@ _FIXES = {
     "slot_name": "use 1 to 63 lower-case letters, digits and underscores, e.g. 'tap_pgcdc'",
     "sslmode": "use one of disable, allow, prefer, require, verify-ca, verify-full",
     "on_slot_lost": "use fail or resnapshot",
+    "origin": "use any (every change) or none (PostgreSQL 16+: only changes made on this server)",
 }
 
 

@@ -45,6 +45,7 @@ class Report:
 
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # what endangers later runs
 
 
 def check(
@@ -118,6 +119,9 @@ def _check(
     slot_name = settings.slot_name
     facts = slots.fetch_slot(conn, slot_name)
     existing = facts.slot
+    idle_warning = checks.idle_slot_warning(info, existing, identity)
+    if idle_warning is not None:
+        report.warnings.append(idle_warning)
     # What DDL did since the bookmarks: a run snapshots those streams again first, so their
     # old positions and publication membership no longer matter (as in run.py).
     changed, _ = checks.shape_changes(conn, log_streams, {s.name: s.table.oid for s in log_streams})
@@ -161,7 +165,11 @@ def _check(
             "again, whose changes already in the slot came without them."
         )
     pending = bool(lost) or any(s.needs_snapshot for s in log_streams)
-    refused = server.judge_server(info, need_slots=(0 if existing else 1) + (1 if pending else 0))
+    refused = server.judge_server(
+        info,
+        need_slots=(0 if existing else 1) + (1 if pending else 0),
+        origin=settings.origin,
+    )
     report.problems.extend(str(problem) for problem in refused)
     if not refused:  # else the server would refuse the connection for a reason already listed
         _check_replication_connection(config, report)

@@ -29,6 +29,7 @@ class SlotFacts:
     exists: bool
     confirmed_flush_lsn: int | None = None
     invalidation: tuple[str, str] | None = None  # (what the catalog says, why), if invalidated
+    prevention: str = ""  # what keeps it from happening again (appended to the error)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +114,7 @@ def plan_slot_recovery(
             + "snapshot the affected streams again (an ACTIVATE_VERSION first lets targets "
             "that support it drop rows deleted meanwhile), or pass the latest state if this "
             "one is stale, or run without state to snapshot everything again."
+            + (slot.prevention if drop else "")
         )
         raise SlotError(msg)
     return SlotRecovery(lost=tuple(name for name, _ in lost), drop_slot=drop, reason=why)

@@ -22,16 +22,17 @@ import uuid
 
 import psycopg2
 import psycopg2.errors
-from singer_sdk.exceptions import AbortedSyncFailedException, AbortedSyncPausedException
 
-from tap_pgcdc import recovery, resnapshot
+from tap_pgcdc import recovery, report, resnapshot
 from tap_pgcdc.checks import (
     bind_tables,
     full_table_warning,
     generated_gaps,
+    idle_slot_warning,
     log_based_candidates,
     log_positions,
     publishing,
+    record_publication,
     refuse_uncapturable,
     slot_facts,
     stale_catalog,
@@ -50,27 +51,25 @@ from tap_pgcdc.errors import (
 from tap_pgcdc.output.changes import log_reader
 from tap_pgcdc.pg import wal
 from tap_pgcdc.pg.catalog import load_tables
-from tap_pgcdc.pg.connect import connect
+from tap_pgcdc.pg.connect import connect, connection_lost
 from tap_pgcdc.pg.lsn import format_lsn
 from tap_pgcdc.replication import server
 from tap_pgcdc.replication import slot as slots
 from tap_pgcdc.replication.blockers import wait_for_prepared
-from tap_pgcdc.replication.publication import decoding, judge_publication, membership
+from tap_pgcdc.replication.publication import decoding, judge_publication
 from tap_pgcdc.replication.publication_ops import (
     apply_publication,
     fetch_decoding,
     fetch_publication,
 )
-from tap_pgcdc.replication.reader import ReaderSettings
+from tap_pgcdc.replication.reader import CAUGHT_UP, ReaderSettings
 from tap_pgcdc.replication.transport import ReplicationStream, SnapshotSession
 from tap_pgcdc.snapshot.session import snapshot_connection
 from tap_pgcdc.state import (
-    PUBLICATION_KEY,
     RESNAPSHOT_KEY,
     STATE_KEY,
     check_identity,
     identity_record,
-    publication_record,
 )
 from tap_pgcdc.streams import FULL_TABLE_VERSION
 
@@ -82,20 +81,6 @@ if t.TYPE_CHECKING:
     from tap_pgcdc.replication.publication import Decoding, PublicationFacts
     from tap_pgcdc.settings import Settings
     from tap_pgcdc.streams import PgCdcStream
-
-
-def dry_run(config: Mapping[str, t.Any], streams: Sequence[PgCdcStream], limit: int | None) -> None:
-    """Read a few rows of each stream, read-only: no slot, no publication, no state change."""
-    for stream in streams:
-        stream.ABORT_AT_RECORD_COUNT = limit
-        stream.selected = True
-    with snapshot_connection(config) as conn:
-        bind_tables(conn, streams)
-        for stream in streams:
-            stream.snapshot_conn = conn
-            with contextlib.suppress(AbortedSyncFailedException, AbortedSyncPausedException):
-                stream.sync()
-            stream.snapshot_conn = None
 
 
 class Run:
@@ -110,6 +95,7 @@ class Run:
         identity: dict[str, t.Any] | None,
         write_state: Callable[[], None],
         logger: logging.Logger,
+        run_report: report.RunReport | None = None,
     ) -> None:
         """Prepare a run.
 
@@ -120,6 +106,7 @@ class Run:
             identity: The slot and cluster the input state's positions belong to.
             write_state: Writes a STATE message of `state`.
             logger: The tap's logger.
+            run_report: Filled with what the run does (the tap writes it at the end).
         """
         self.config = config
         self.settings = settings
@@ -127,6 +114,7 @@ class Run:
         self.identity = identity
         self.write_state = write_state
         self.logger = logger
+        self.report = run_report or report.RunReport(settings.slot_name, settings.publication_name)
         # What the run is doing, for the message when a connection breaks.
         self.activity = "starting"
 
@@ -137,8 +125,10 @@ class Run:
         control.autocommit = True
         try:
             self._run(control, streams)
+            if not self.report.reason:
+                self.report.reason = report.NO_LOG_READ
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
-            if not _connection_lost(exc):
+            if not connection_lost(exc):
                 raise
             raise ConnectionLost.during(self.activity, str(exc), self.config) from None
         except psycopg2.errors.InsufficientPrivilege as exc:
@@ -149,7 +139,24 @@ class Run:
             )
             raise PrivilegeError(msg) from None
         finally:
-            control.close()
+            try:
+                self._sample_slot_after(control, streams)
+            finally:
+                control.close()
+
+    def _sample_slot_after(
+        self, control: psycopg2.extensions.connection, streams: Sequence[PgCdcStream]
+    ) -> None:
+        """The report's counts and the slot's positions at the end (best effort: a broken
+        connection, or a signal that asks for a prompt exit, leaves the sample out)."""
+        run_report = self.report
+        for stream in streams:
+            counts = run_report.stream(stream.name, stream.replication_method)
+            counts.snapshot_rows = stream.snapshot_rows
+        if run_report.reason == report.SIGNAL or not any(s.is_log_based for s in streams):
+            return
+        with contextlib.suppress(psycopg2.Error):
+            run_report.slot_after = report.slot_sample(control, self.settings.slot_name)
 
     def _run(self, control: psycopg2.extensions.connection, streams: Sequence[PgCdcStream]) -> None:
         settings = self.settings
@@ -163,9 +170,12 @@ class Run:
         check_identity(
             self.identity, slot_name=settings.slot_name, system_identifier=info.system_identifier
         )
-        # Beside the SDK's bookmarks: which slot and cluster the positions belong to.
+        # Beside the SDK's bookmarks: which slot and cluster the positions belong to, and when
+        # this run started (how long the slot will have been idle at the next run).
         self.state[STATE_KEY] = identity_record(
-            slot_name=settings.slot_name, system_identifier=info.system_identifier
+            slot_name=settings.slot_name,
+            system_identifier=info.system_identifier,
+            last_run_at=info.now,
         )
         for stream in log_streams:
             # Records carry the table version of the last TRUNCATE or re-snapshot, across runs.
@@ -182,6 +192,10 @@ class Run:
         if log_streams:
             facts = slots.fetch_slot(control, slot_name)
             existing = facts.slot
+            self.report.slot_before = report.slot_sample(control, slot_name)
+            idle_warning = idle_slot_warning(info, existing, self.identity)
+            if idle_warning is not None:
+                self.logger.warning("%s", idle_warning)
             # The slot is judged before anything changes: a run that stops here leaves no trace.
             if existing is not None:  # not another tool's, database's or session's
                 raise_first(self._judge_slot(facts, allow_invalidated=True))
@@ -220,7 +234,11 @@ class Run:
             # more (its temporary slot). One WAL sender suffices: the snapshot's replication
             # connection is closed before the log is read.
             raise_first(
-                server.judge_server(info, need_slots=(0 if existing else 1) + (1 if pending else 0))
+                server.judge_server(
+                    info,
+                    need_slots=(0 if existing else 1) + (1 if pending else 0),
+                    origin=settings.origin,
+                )
             )
             generated = decoding(publication, create=settings.create_publication)
             raise_first(refuse_uncapturable(uncapturable(control, tables, generated)))
@@ -338,7 +356,7 @@ class Run:
         create = self.settings.create_publication
         raise_first(judge_publication(publication, create=create))
         apply_publication(control, publication, create=create)
-        self._record_publication(control, log_streams)
+        record_publication(control, self.settings.publication_name, log_streams)
 
     def _resnapshot_generated(
         self, names: Sequence[str], log_streams: Sequence[PgCdcStream]
@@ -359,26 +377,6 @@ class Run:
             ", ".join(names),
         )
         self.write_state()
-
-    def _record_publication(
-        self, control: psycopg2.extensions.connection, log_streams: Sequence[PgCdcStream]
-    ) -> None:
-        """Keep, with each bookmark, the publication and membership its changes are read through.
-
-        Called once the publication lists every stream's table, and every bookmark left is
-        trusted (the others were marked for a re-snapshot): from here on the changes of each
-        table are published, so the record is true of every position the run will write.
-        """
-        facts = fetch_publication(
-            control, self.settings.publication_name, [s.table for s in log_streams]
-        )
-        publication = facts.publication
-        if publication is None:  # dropped again in the meantime: the next run sees it
-            return
-        for stream in log_streams:
-            member = membership(publication, facts.catalog.get(stream.table.oid))
-            if member is not None:
-                stream.bookmark[PUBLICATION_KEY] = publication_record(publication.oid, member)
 
     def _snapshot_log_streams(
         self, control: psycopg2.extensions.connection, pending: list[PgCdcStream]
@@ -458,6 +456,10 @@ class Run:
                 slot_name=slot_name,
                 publication_name=settings.publication_name,
                 start_lsn=start,
+                # Said explicitly where pgoutput knows the option (judged: 'any' before 16).
+                origin=settings.origin
+                if lookup_conn.server_version >= server.ORIGIN_VERSION
+                else None,
             ) as transport:
                 reader = log_reader(
                     transport=transport,
@@ -468,6 +470,7 @@ class Run:
                     logger=self.logger,
                 )
                 self.activity = f"reading slot {slot_name}"
+                self.report.read_range(start, stop_lsn, confirm_lsn)
                 try:
                     summary = reader.run(stop_lsn=stop_lsn)
                 except ReplicationError as exc:
@@ -476,14 +479,11 @@ class Run:
                             settings.slot_name, settings.publication_name, str(exc)
                         ) from None
                     raise ConnectionLost.during(self.activity, str(exc), self.config) from None
+                finally:
+                    self.report.read_summary(reader.summary, transport.bytes_received)
+            self.report.reason = (
+                report.CAUGHT_UP if summary.stopped == CAUGHT_UP else report.OUT_OF_TIME
+            )
             self.logger.info("Log read complete: %s", summary)
         finally:
             lookup_conn.close()
-
-
-def _connection_lost(exc: psycopg2.Error) -> bool:
-    """Whether a psycopg2 error means the connection broke, not that a statement failed."""
-    code = exc.pgcode or ""
-    # No SQLSTATE: libpq's own error (closed socket); 08: connection exception; 57P: the server
-    # is shutting down, crashed, or ended the session (pg_terminate_backend).
-    return code == "" or code.startswith(("08", "57P"))

@@ -25,6 +25,7 @@ DEFAULT_CHUNK_SIZE = 10_000
 DEFAULT_STATE_INTERVAL_SECONDS = 5.0
 DEFAULT_SLOT_WAIT_SECONDS = 60.0
 ON_SLOT_LOST = ("fail", "resnapshot")
+ORIGINS = ("any", "none")
 
 CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
     th.Property(
@@ -154,6 +155,13 @@ CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
         description="What to do when changes were lost or never published: the slot was dropped or invalidated (wal_status = lost), the state is older than the slot's confirmed position, the publication was dropped or re-created, or a table was out of the publication for a while (its stream deselected or filtered out for a run). `fail` (default) stops with an error naming the recovery. `resnapshot` recreates the slot if needed and snapshots the affected streams again, after an ACTIVATE_VERSION so that targets which support it drop rows deleted in the meantime.",
     ),
     th.Property(
+        "origin",
+        th.StringType,
+        default=ORIGINS[0],
+        allowed_values=list(ORIGINS),
+        description="PostgreSQL 16+: which changes the log delivers by their replication origin (pgoutput's `origin` option). `any` (default): every change. `none`: only changes made on this server, not those a subscription (logical replication from another server) applied, e.g. in a bidirectional or fan-in setup. An error on older servers. Snapshots read every row either way.",
+    ),
+    th.Property(
         "max_run_seconds",
         th.IntegerType,
         minimum=1,
@@ -180,6 +188,11 @@ CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
         minimum=0,
         description="While reading the log, emit STATE (at a transaction boundary) at most this often.",
     ),
+    th.Property(
+        "run_report_path",
+        th.StringType,
+        description="Append each run's report (one JSON line: counts per stream, LSN range, slot lag and retained WAL before and after, duration, why the run ended; see docs/monitoring.md) to this file instead of writing it to stderr.",
+    ),
 ).to_dict()
 
 
@@ -197,6 +210,8 @@ class Settings:
     snapshot_chunk_size: int = DEFAULT_CHUNK_SIZE
     state_interval_seconds: float = DEFAULT_STATE_INTERVAL_SECONDS
     slot_wait_seconds: float = DEFAULT_SLOT_WAIT_SECONDS
+    run_report_path: str | None = None  # None: the report goes to stderr
+    origin: str = ORIGINS[0]  # pgoutput's origin option: any, or none (local changes only)
     user: str = ""
 
     @classmethod
@@ -220,5 +235,7 @@ class Settings:
                 given("state_interval_seconds", DEFAULT_STATE_INTERVAL_SECONDS)
             ),
             slot_wait_seconds=float(given("slot_wait_seconds", DEFAULT_SLOT_WAIT_SECONDS)),
+            run_report_path=config.get("run_report_path") or None,
+            origin=str(given("origin", ORIGINS[0])),
             user=str(given("user", "")),
         )

@@ -3,7 +3,8 @@
 A state looks like::
 
     {"bookmarks": {"public-orders": {"lsn": "0/1A2B3C8"}},
-     "tap_pgcdc": {"slot_name": "tap_pgcdc", "system_identifier": "7310..."}}
+     "tap_pgcdc": {"slot_name": "tap_pgcdc", "system_identifier": "7310...",
+                   "last_run_at": "2026-12-02T01:00:00.123456+00:00"}}
 
 Per stream (see streams.py): `lsn`, the commit end LSN up to which every change has been
 emitted; `snapshot`, an unfinished snapshot's consistent point and the last key emitted;
@@ -14,7 +15,9 @@ through and what made its table a member (`replication.publication.membership`),
 start of the next run (`recovery.plan_publication_recovery`); `shape`, the table's OID, columns
 and files the target's rows follow (`pg.shape.TableShape.record`), compared with the live table
 at the start of the next run and after each log read (`recovery.plan_shape_recovery`).
-Beside the bookmarks, `tap_pgcdc` names the slot and cluster the positions belong to.
+Beside the bookmarks, `tap_pgcdc` names the slot and cluster the positions belong to, and
+`last_run_at` the server's time when the run that wrote the state started (how long the slot
+has been idle since, see `replication.idle`; states written before it was kept lack it).
 
 A bad state is an error that names the fix, never a silent reset: a reset would re-snapshot
 everything, and a misread position could skip changes.
@@ -22,6 +25,7 @@ everything, and a misread position could skip changes.
 
 from __future__ import annotations
 
+import datetime
 import json
 import typing as t
 
@@ -37,6 +41,8 @@ RESNAPSHOT_KEY = "resnapshot"
 PUBLICATION_KEY = "publication"
 # In a stream's bookmark: the shape of its table the target's rows follow (`pg.shape`).
 SHAPE_KEY = "shape"
+# Beside the slot's identity: when the run that wrote the state started (the server's time).
+LAST_RUN_KEY = "last_run_at"
 
 _FIX_STATE = (
     "pass the state file this tap wrote (the last STATE message the target stored), or no "
@@ -89,7 +95,29 @@ def check_input_state(state: object) -> dict[str, t.Any] | None:
             "the positions belong to). Fix: pass the state this tap wrote."
         )
         raise StateError(msg)
+    if identity is not None and identity.get(LAST_RUN_KEY) is not None:
+        try:
+            last_run_time(identity)
+        except (TypeError, ValueError):
+            msg = (
+                f"The input state's {STATE_KEY}.{LAST_RUN_KEY} is not a time with its offset "
+                f"({identity[LAST_RUN_KEY]!r}). Fix: pass the state this tap wrote, or remove "
+                f"{LAST_RUN_KEY} from it."
+            )
+            raise StateError(msg) from None
     return identity
+
+
+def last_run_time(identity: dict[str, t.Any] | None) -> datetime.datetime | None:
+    """When the run that wrote the state started, by the server's clock (None: not recorded)."""
+    text = (identity or {}).get(LAST_RUN_KEY)
+    if text is None:
+        return None
+    moment = datetime.datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        msg = f"{text!r} has no time zone offset"
+        raise ValueError(msg)
+    return moment
 
 
 def check_bookmark(stream: str, bookmark: dict[str, t.Any]) -> None:
@@ -205,6 +233,12 @@ def check_identity(
         raise StateError(msg)
 
 
-def identity_record(*, slot_name: str, system_identifier: str) -> dict[str, str]:
-    """What the state records beside the bookmarks: the slot and cluster of its positions."""
-    return {"slot_name": slot_name, "system_identifier": system_identifier}
+def identity_record(
+    *, slot_name: str, system_identifier: str, last_run_at: datetime.datetime | None = None
+) -> dict[str, str]:
+    """What the state records beside the bookmarks: the slot and cluster of its positions, and
+    when this run started (the server's clock)."""
+    record = {"slot_name": slot_name, "system_identifier": system_identifier}
+    if last_run_at is not None:
+        record[LAST_RUN_KEY] = last_run_at.isoformat()
+    return record

@@ -70,6 +70,8 @@ class PgCdcStream(SQLStream):
     table: TableInfo
     snapshot_conn: psycopg2.extensions.connection | None = None
     snapshot_lsn: int | None = None
+    # Records of snapshots and reads in full written in this process (the run report's count).
+    snapshot_rows: int = 0
 
     # Set by bind_table: the converter of each column, by name; how the catalog fits the table.
     _converters: dict[str, typemap.Converter]
@@ -355,10 +357,13 @@ class PgCdcStream(SQLStream):
                 write_state=self.write_state,
             )
             with self.get_record_counter() as counter:
-                if self.table.key:
-                    snapshot.read_by_key(conn, progress, counter)
-                else:
-                    snapshot.read_all(conn, counter)
+                try:
+                    if self.table.key:
+                        snapshot.read_by_key(conn, progress, counter)
+                    else:
+                        snapshot.read_all(conn, counter)
+                finally:
+                    self.snapshot_rows += snapshot.rows
         else:
             query = ChunkQuery(
                 self.table, tuple(quote_ident(col.name) for col in columns), self.chunk_size
@@ -370,6 +375,7 @@ class PgCdcStream(SQLStream):
                 with contextlib.closing(all_chunks(conn, query)) as chunks:
                     for rows in chunks:
                         yield from (self._make_record(columns, row) for row in rows)
+                        self.snapshot_rows += len(rows)
         # The snapshot is complete: from now on the log alone feeds this stream.
         self.bookmark.pop("snapshot", None)
 
@@ -395,6 +401,7 @@ class PgCdcStream(SQLStream):
         for rows in key_chunks(conn, query, progress.get("after")):
             for row in rows:
                 yield self._make_record(columns, row)
+            self.snapshot_rows += len(rows)
             if rows:
                 # Every row of this chunk has been written: resume after its last key.
                 progress["after"] = query.key_of(rows[-1])

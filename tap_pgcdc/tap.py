@@ -7,25 +7,34 @@ Discovery: connector.py. The stream class: streams.py.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import os
+import signal
 import typing as t
 
 import click
-from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.exceptions import (
+    AbortedSyncFailedException,
+    AbortedSyncPausedException,
+    ConfigValidationError,
+)
 from singer_sdk.sql import SQLTap
 from singer_sdk.tap_base import CliTestOptionValue
 
-from tap_pgcdc import cli, run, sdk
+from tap_pgcdc import cli, report, run, sdk
 from tap_pgcdc import connector as pgconn
+from tap_pgcdc.checks import bind_tables
 from tap_pgcdc.output.writer import PgCdcWriter
 from tap_pgcdc.settings import CONFIG_SCHEMA, Settings
+from tap_pgcdc.snapshot.session import snapshot_connection
 from tap_pgcdc.state import check_input_state, checked_state_text
 from tap_pgcdc.streams import PgCdcStream
 
 if t.TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
     from types import FrameType
 
     from singer_sdk.streams.core import Stream
@@ -58,6 +67,7 @@ class TapPgCdc(SQLTap):
         self._raw_catalog = _read_raw_catalog(catalog)
         self._discovered: dict[str, t.Any] | None = None
         self._input_identity: dict[str, t.Any] | None = None
+        self._report: report.RunReport | None = None
         super().__init__(*args, catalog=catalog, **kwargs)
         if self.input_catalog is not None:
             pgconn.keep_required_properties(self.input_catalog)
@@ -158,6 +168,8 @@ class TapPgCdc(SQLTap):
         process a signal ended: the run did not finish, and a scheduler must not record it
         as a success.
         """
+        if self._report is not None:
+            self._report.stopped_by(signal.Signals(signum).name)
         cli.exit_on_signal(self.logger, signum)
 
     # --- state ----------------------------------------------------------------------------
@@ -187,18 +199,35 @@ class TapPgCdc(SQLTap):
         The SDK's sync_all runs streams one after another; change capture needs one reader for
         all streams, after their snapshots, so the order of work is ours (run.py).
         """
+        settings = self.settings
+        self._report = run_report = report.RunReport(settings.slot_name, settings.publication_name)
+        try:
+            self._sync_all(settings, run_report)
+        except BaseException as exc:
+            run_report.failed(exc)
+            raise
+        finally:
+            # However the run ends (a signal's exit included): its report, once.
+            self._report = None
+            run_report.write(settings.run_report_path)
+
+    def _sync_all(self, settings: Settings, run_report: report.RunReport) -> None:
         sdk.reset_progress_markers(self)
         streams = [t.cast("PgCdcStream", s) for s in self.streams.values() if s.selected]
+        for selected in streams:
+            run_report.stream(selected.name, selected.replication_method)
         if not streams:
             self.logger.warning("No stream is selected: nothing to do.")
+            run_report.reason = report.NO_STREAMS
             return
         run.Run(
             config=self.config,
-            settings=self.settings,
+            settings=settings,
             state=t.cast("dict[str, t.Any]", self.state),
             identity=self._input_identity,
             write_state=self._write_state,
             logger=self.logger,
+            run_report=run_report,
         ).execute(streams)
         for stream in self.streams.values():
             stream.log_sync_costs()
@@ -210,7 +239,7 @@ class TapPgCdc(SQLTap):
     ) -> bool:
         """Read a few rows of each stream, read-only: no slot, no publication, no state change."""
         chosen = [t.cast("PgCdcStream", s) for s in (streams or self.streams.values())]
-        run.dry_run(self.config, chosen, dry_run_record_limit)
+        _dry_run(self.config, chosen, dry_run_record_limit)
         return True
 
     def _write_state(self) -> None:
@@ -254,3 +283,19 @@ def _with_raw_metadata(catalog: dict[str, t.Any], raw: dict[str, t.Any] | None) 
             for key, value in extra.items():
                 item["metadata"].setdefault(key, value)
     return catalog
+
+
+def _dry_run(
+    config: Mapping[str, t.Any], streams: Sequence[PgCdcStream], limit: int | None
+) -> None:
+    """Read a few rows of each stream, read-only: no slot, no publication, no state change."""
+    for stream in streams:
+        stream.ABORT_AT_RECORD_COUNT = limit
+        stream.selected = True
+    with snapshot_connection(config) as conn:
+        bind_tables(conn, streams)
+        for stream in streams:
+            stream.snapshot_conn = conn
+            with contextlib.suppress(AbortedSyncFailedException, AbortedSyncPausedException):
+                stream.sync()
+            stream.snapshot_conn = None

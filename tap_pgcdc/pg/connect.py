@@ -143,3 +143,11 @@ def transaction(conn: Connection) -> Iterator[psycopg2.extensions.cursor]:
     """A cursor whose transaction is committed on success and rolled back on error."""
     with conn, conn.cursor() as cur:
         yield cur
+
+
+def connection_lost(exc: psycopg2.Error) -> bool:
+    """Whether a psycopg2 error means the connection broke, not that a statement failed."""
+    code = exc.pgcode or ""
+    # No SQLSTATE: libpq's own error (closed socket); 08: connection exception; 57P: the server
+    # is shutting down, crashed, or ended the session (pg_terminate_backend).
+    return code == "" or code.startswith(("08", "57P"))

@@ -23,7 +23,8 @@ import logging
 import struct
 import time
 import typing as t
-from dataclasses import dataclass
+from collections import defaultdict
+from dataclasses import dataclass, field
 
 from tap_pgcdc.errors import ProtocolError
 from tap_pgcdc.pg.lsn import format_lsn
@@ -93,13 +94,25 @@ class ReaderSettings:
 
 
 @dataclass(slots=True)
+class StreamChanges:
+    """What the read sent of one stream (for the run report)."""
+
+    changes: int = 0  # records written, deletions included
+    deletes: int = 0  # records of deleted rows (a key change's old row included)
+    truncates: int = 0
+
+
+@dataclass(slots=True)
 class ReadSummary:
     """What one log read did; its str() is the line the tap logs at the end."""
 
     transactions: int = 0  # committed transactions read (skipped ones included)
-    records: int = 0  # records the sink wrote
+    records: int = (
+        0  # records the sink wrote (the sum of `streams`, at a progress line and the end)
+    )
     position: int = 0  # the last transaction boundary reached
     stopped: str = ""  # why the read ended: CAUGHT_UP or OUT_OF_TIME
+    streams: dict[str, StreamChanges] = field(default_factory=dict)  # by stream name
 
     def __str__(self) -> str:
         return (
@@ -142,7 +155,14 @@ class ReadLoop:
         self.progress = LogProgress(self.logger, clock=clock)
         self.routes: dict[int, RelationSink | None] = {}
         self.positions: dict[str, int] = dict(positions)
-        self.summary = ReadSummary(position=min(self.positions.values(), default=0))
+        # Per stream (a stream first seen in the log gets its counts then): the fast path adds
+        # to them, and the summary's total is their sum (see `_total`).
+        self._counts: defaultdict[str, StreamChanges] = defaultdict(StreamChanges)
+        for name in self.positions:
+            self._counts[name] = StreamChanges()
+        self.summary = ReadSummary(
+            position=min(self.positions.values(), default=0), streams=self._counts
+        )
         self._start = self.summary.position
         self._begin: Begin | None = None
         self._skip: frozenset[str] = frozenset()
@@ -218,7 +238,7 @@ class ReadLoop:
 
     def _finish(self, reason: str) -> ReadSummary:
         self._emit_state(force=True)
-        summary = self.summary
+        summary = self._total()
         summary.stopped = reason
         self.logger.info(
             "Log read (%s): %s.",
@@ -235,7 +255,7 @@ class ReadLoop:
 
     def _report(self) -> None:
         """A progress line: position, bytes behind the server, rates (every 30 s)."""
-        summary = self.summary
+        summary = self._total()
         self.progress.log(
             position=summary.position,
             server_lsn=self.server_lsn(),
@@ -289,8 +309,23 @@ class ReadLoop:
             return False
         if not route.change(raw, _CHANGE_TUPLE_AT, begin, deleted=deleted, key=key):
             return False
-        self.summary.records += 1
+        counts = self._counts[route.stream_name]
+        counts.changes += 1
+        if deleted:
+            counts.deletes += 1
         return True
+
+    def _count(self, route: RelationSink, written: int, deletes: int) -> None:
+        """Count what the general path wrote: `written` records, `deletes` of them deletions."""
+        counts = self._counts[route.stream_name]
+        counts.changes += written
+        counts.deletes += deletes
+
+    def _total(self) -> ReadSummary:
+        """The summary, its total of records brought up to date from the per-stream counts."""
+        summary = self.summary
+        summary.records = sum(counts.changes for counts in self._counts.values())
+        return summary
 
     def _handle(self, message: object, lsn: int) -> None:
         """Dispatch a decoded message; `lsn` is the WAL position of its record (see Truncate)."""
@@ -301,15 +336,18 @@ class ReadLoop:
         elif isinstance(message, Insert):
             route = self._route(message.relation_id)
             if route is not None:
-                self.summary.records += route.insert(message, self._open("Insert"))
+                self._count(route, route.insert(message, self._open("Insert")), 0)
         elif isinstance(message, Update):
             route = self._route(message.relation_id)
             if route is not None:
-                self.summary.records += route.update(message, self._open("Update"))
+                written = route.update(message, self._open("Update"))
+                # Beyond the new row's record: the old row's deletion (a key change).
+                self._count(route, written, max(written - 1, 0))
         elif isinstance(message, Delete):
             route = self._route(message.relation_id)
             if route is not None:
-                self.summary.records += route.delete(message, self._open("Delete"))
+                written = route.delete(message, self._open("Delete"))
+                self._count(route, written, written)
         elif isinstance(message, Relation):
             self.routes[message.relation_id] = self.sink.relation(message)
         elif isinstance(message, Truncate):
@@ -320,6 +358,7 @@ class ReadLoop:
                 route = self._route(relation_id)
                 if route is not None:
                     route.truncate(self._open("Truncate"), lsn)
+                    self._counts[route.stream_name].truncates += 1
         # Origin, Type and logical decoding messages carry nothing a record needs.
 
     def _commit(self, message: Commit) -> None:

@@ -6,6 +6,7 @@ its fix) that stops logical replication. The run raises the first, `--test` repo
 
 from __future__ import annotations
 
+import datetime
 import typing as t
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ from tap_pgcdc.pg.quoting import quote_ident
 Connection: t.TypeAlias = psycopg2.extensions.connection
 
 MIN_SERVER_VERSION = 120000
+ORIGIN_VERSION = 160000  # pgoutput's origin option
 
 WAL_LEVEL_FIX = (
     "run ALTER SYSTEM SET wal_level = logical; as a superuser and restart PostgreSQL. On managed "
@@ -59,6 +61,8 @@ class ServerInfo:
     current_user: str
     database: str
     system_identifier: str  # pg_control_system(); "" where the role may not call it
+    idle_slot_timeout: int = 0  # idle_replication_slot_timeout in seconds (PG18+); 0: off
+    now: datetime.datetime | None = None  # the server's clock, when the facts were read
 
 
 _SERVER_SQL = """
@@ -76,7 +80,10 @@ SELECT pg_catalog.current_setting('server_version_num')::int,
        pg_catalog.current_database(),
        CASE WHEN pg_catalog.has_function_privilege('pg_catalog.pg_control_system()', 'EXECUTE')
             THEN (SELECT system_identifier::text FROM pg_catalog.pg_control_system())
-            ELSE '' END
+            ELSE '' END,
+       COALESCE((SELECT setting::int FROM pg_catalog.pg_settings
+                 WHERE name = 'idle_replication_slot_timeout'), 0),
+       pg_catalog.now()
 FROM pg_catalog.pg_roles r
 WHERE r.rolname = current_user
 """
@@ -100,11 +107,13 @@ def fetch_server(conn: Connection) -> ServerInfo:
         current_user=row[8],
         database=row[9],
         system_identifier=row[10],
+        idle_slot_timeout=row[11],
+        now=row[12],
     )
 
 
 def judge_server(
-    info: ServerInfo, *, need_slots: int = 1, need_senders: int = 1
+    info: ServerInfo, *, need_slots: int = 1, need_senders: int = 1, origin: str = "any"
 ) -> list[TapPgCdcError]:
     """Every reason the server or role cannot serve this run, in the order a user fixes them.
 
@@ -115,16 +124,26 @@ def judge_server(
         need_slots: Slots this run will create (0 when the tap's slot already exists; one more
             while an initial snapshot holds its temporary slot).
         need_senders: Replication connections this run will hold open at once.
+        origin: The `origin` setting: `none` needs PostgreSQL 16+.
 
     Returns:
-        ServerConfigError (unsupported version, wal_level not logical, no free slot or sender)
-        and PrivilegeError (the role may not use replication) instances, with their fixes.
+        ServerConfigError (unsupported version, wal_level not logical, no free slot or sender,
+        an origin filter the server cannot apply) and PrivilegeError (the role may not use replication) instances, with their fixes.
     """
     problems: list[TapPgCdcError] = []
     if info.version_num < MIN_SERVER_VERSION:
         msg = (
             f"PostgreSQL {version_text(info.version_num)} is not supported: tap-pgcdc needs "
             f"PostgreSQL {version_text(MIN_SERVER_VERSION)} or later. Fix: upgrade the server."
+        )
+        problems.append(ServerConfigError(msg))
+    if origin != "any" and MIN_SERVER_VERSION <= info.version_num < ORIGIN_VERSION:
+        msg = (
+            f"origin = {origin!r} needs PostgreSQL {version_text(ORIGIN_VERSION)} or later "
+            f"(pgoutput's origin option), and this server is {version_text(info.version_num)}: "
+            "it cannot tell changes made here from changes a subscription applied, so the log "
+            "would deliver both. Fix: set origin to 'any' (the default: every change; "
+            "meltano config set tap-pgcdc origin any), or upgrade the server to PostgreSQL 16+."
         )
         problems.append(ServerConfigError(msg))
     if info.wal_level != "logical":

@@ -14,6 +14,7 @@ horizon; pass a connection that has no transaction of its own in progress.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import re
 import time
@@ -34,6 +35,7 @@ from tap_pgcdc.errors import (
 from tap_pgcdc.pg.connect import transaction
 from tap_pgcdc.pg.lsn import parse_lsn
 from tap_pgcdc.pg.quoting import quote_literal
+from tap_pgcdc.replication.idle import PREVENTION
 from tap_pgcdc.replication.server import WAL_LEVEL_FIX, replication_fix, version_text
 
 Connection: t.TypeAlias = psycopg2.extensions.connection
@@ -65,6 +67,7 @@ class SlotInfo:
     wal_status: str | None  # PG13+: reserved, extended, unreserved, lost; None on PG12
     invalidation_reason: str | None  # PG17+; None before
     conflicting: bool | None  # PG16+; None before and for physical slots
+    inactive_since: datetime.datetime | None = None  # PG17+: when its last reader let go
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,10 +88,11 @@ def _slot_sql(version: int) -> str:
     conflicting = "conflicting" if version >= 160000 else "NULL::boolean"
     reason = "invalidation_reason" if version >= 170000 else "NULL::text"
     failover = "failover" if version >= 170000 else "NULL::boolean"
+    inactive = "inactive_since" if version >= 170000 else "NULL::timestamptz"
     return (
         "SELECT slot_name, plugin, slot_type, database, temporary, active, active_pid, "
         f"restart_lsn::text, confirmed_flush_lsn::text, {wal_status}, {reason}, {conflicting}, "
-        f"{failover} FROM pg_catalog.pg_replication_slots WHERE slot_name = %s"
+        f"{failover}, {inactive} FROM pg_catalog.pg_replication_slots WHERE slot_name = %s"
     )
 
 
@@ -106,6 +110,7 @@ def _slot_info(row: tuple[t.Any, ...]) -> SlotInfo:
         wal_status=row[9],
         invalidation_reason=row[10],
         conflicting=row[11],
+        inactive_since=row[13],
     )
 
 
@@ -297,6 +302,11 @@ def invalidation(info: SlotInfo) -> tuple[str, str] | None:
     return None
 
 
+def idle_prevention(info: SlotInfo) -> str:
+    """For a slot invalidated for being idle (PG18), what keeps it from happening again."""
+    return " " + PREVENTION if info.invalidation_reason == "idle_timeout" else ""
+
+
 def _usable_problem(info: SlotInfo, backend_pid: int) -> SlotError | None:
     name = info.name
     invalidated = invalidation(info)
@@ -311,6 +321,7 @@ def _usable_problem(info: SlotInfo, backend_pid: int) -> SlotError | None:
         )
         if cause == _INVALIDATION_CAUSES["wal_removed"]:
             msg += " To prevent it, run the tap more often or raise max_slot_wal_keep_size."
+        msg += idle_prevention(info)
         return SlotError(msg)
     if info.active and info.active_pid != backend_pid:
         pid = info.active_pid

@@ -110,6 +110,7 @@ class ReplicationStream:
         start_lsn: int,
         proto_version: int = 1,
         messages: bool = False,
+        origin: str | None = None,
     ) -> None:
         self._conn = open_replication_connection(config)
         self._pgconn = ctypes.c_void_p(self._conn.pgconn_ptr)
@@ -118,6 +119,8 @@ class ReplicationStream:
         options = {"proto_version": str(proto_version), "publication_names": publication_name}
         if messages:
             options["messages"] = "true"
+        if origin is not None:  # PostgreSQL 16+: 'none' leaves out changes a subscription applied
+            options["origin"] = origin
         cur = self._conn.cursor()
         try:
             cur.start_replication(
@@ -129,6 +132,7 @@ class ReplicationStream:
             raise ReplicationError(msg) from None
         self._cursor = cur  # keep psycopg2's cursor alive for the connection's lifetime
         self._fd = self._conn.fileno()
+        self.bytes_received = 0  # CopyData payload bytes read (the run report's figure)
 
     def read(self, timeout: float) -> bytes | None:
         """The next CopyData payload, or None if none arrived within `timeout` seconds."""
@@ -144,6 +148,7 @@ class ReplicationStream:
             if n == 0:
                 return None
         if n > 0:
+            self.bytes_received += n
             try:
                 return ctypes.string_at(self._buf, n)
             finally:

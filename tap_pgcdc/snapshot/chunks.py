@@ -118,6 +118,7 @@ class JsonSnapshot:
                 if lines.selected(name)
             )
         self.query = ChunkQuery(table, (record_sql(fields, meta),), chunk_size)
+        self.rows = 0  # records written
         _reuse_freed_memory()
 
     def _write(self, chunk: _Chunk, counter: Counter) -> None:
@@ -127,6 +128,7 @@ class JsonSnapshot:
             text = resolve_markers(text, self.converters)
         self.lines.write(ascii_json(text))
         counter.increment(len(chunk.rows))
+        self.rows += len(chunk.rows)
 
     def read_by_key(
         self, conn: psycopg2.extensions.connection, progress: dict[str, t.Any], counter: Counter

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -119,3 +120,24 @@ def test_stored_state_has_no_snapshot_marker_whatever_the_batch_size(
     pipeline.run(snapshot_chunk_size=5, target={"batch_size_rows": 5})
     assert "snapshot" not in pipeline.state()["singer_state"]["bookmarks"]["public-big"]
     pipeline.assert_mirrors()
+
+
+def test_the_run_report_reaches_meltano_and_the_file_it_names(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    pipeline.db.execute("CREATE TABLE t (id int PRIMARY KEY)")
+    pipeline.db.execute("INSERT INTO t SELECT generate_series(1, 3)")
+    first = pipeline.run()
+    # Not an SDK log record: Meltano passes the line through as the text of one of its own.
+    (line,) = [line for line in first.stderr.splitlines() if '{"tap_pgcdc_run_report"' in line]
+    text = line[line.index('{"tap_pgcdc_run_report"') :]
+    report = json.loads(text[: text.rindex("}") + 1])["tap_pgcdc_run_report"]
+    assert (report["outcome"], report["reason"]) == ("success", "caught_up")
+    assert report["streams"]["public-t"]["snapshot_rows"] == 3
+    pipeline.db.execute("DELETE FROM t WHERE id = 1")
+    path = tmp_path / "runs.jsonl"
+    second = pipeline.run(run_report_path=str(path))
+    assert "tap_pgcdc_run_report" not in second.stderr
+    (written,) = path.read_text().splitlines()
+    counts = json.loads(written)["tap_pgcdc_run_report"]["streams"]["public-t"]
+    assert (counts["changes"], counts["deletes"], counts["snapshot_rows"]) == (1, 1, 0)

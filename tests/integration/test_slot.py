@@ -175,7 +175,11 @@ def test_server_info_describes_the_server_and_role(pg: PgServer, db: TestDb, con
         current_user="postgres",
         database=db.name,
         system_identifier=system_identifier[0][0],
+        idle_slot_timeout=0,  # idle_replication_slot_timeout: PostgreSQL 18, off by default
+        now=info.now,  # the server's clock: checked below
     )
+    ((server_now,),) = db.execute("SELECT now()")
+    assert info.now is not None and info.now <= server_now
     check_logical_replication(info)
 
 

@@ -87,6 +87,25 @@ def test_every_server_problem_is_listed_in_the_order_a_user_fixes_them() -> None
     ]
 
 
+def test_origin_none_needs_postgresql_16() -> None:
+    for version in (120022, 150014):
+        assert problems(judge_server(server_info(version_num=version), origin="none")) == [
+            (
+                ServerConfigError,
+                f"origin = 'none' needs PostgreSQL 16.0 or later (pgoutput's origin option), and "
+                f"this server is {version // 10000}.{version % 10000}: it cannot tell changes made "
+                "here from changes a subscription applied, so the log would deliver both. Fix: set "
+                "origin to 'any' (the default: every change; meltano config set tap-pgcdc origin "
+                "any), or upgrade the server to PostgreSQL 16+.",
+            )
+        ]
+        assert judge_server(server_info(version_num=version), origin="any") == []
+    for version in (160000, 180001):
+        assert judge_server(server_info(version_num=version), origin="none") == []
+    # An unsupported server is refused for its version alone, not twice.
+    assert len(judge_server(server_info(version_num=110022), origin="none")) == 1
+
+
 # --- the slot -----------------------------------------------------------------------------------
 
 

@@ -21,6 +21,7 @@ from tap_pgcdc.replication.reader import (
     ReaderSettings,
     ReadLoop,
     ReadSummary,
+    StreamChanges,
 )
 from tests.unit import pgoutput_build as pg
 from tests.unit.fake_log import (
@@ -74,6 +75,11 @@ def test_a_transaction_reaches_the_sink_and_its_state_follows_the_commit() -> No
         ("state", {A: 0x208, B: 0x208}),
     ]
     assert str(result.summary) == ("1 transactions, 5 records, position 0/208, stopped: caught up")
+    # Per stream, for the run report: the key change's old row is a deletion too.
+    assert result.summary.streams == {
+        A: StreamChanges(changes=5, deletes=2, truncates=1),
+        B: StreamChanges(),
+    }
 
 
 def test_two_truncates_in_one_transaction_reach_the_sink_with_their_own_positions() -> None:
@@ -127,6 +133,7 @@ def test_the_fast_path_takes_whole_rows_and_old_keys_the_general_path_the_rest()
         ("state", {A: 0x208, B: 0x208}),
     ]
     assert result.summary.records == 6
+    assert result.summary.streams[A] == StreamChanges(changes=6, deletes=3)
 
 
 def test_changes_of_relations_nothing_follows_are_dropped_but_still_decoded() -> None:
