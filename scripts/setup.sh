@@ -145,8 +145,19 @@ ensure_plugins() {
 }
 
 ensure_postgres
+# Independent steps run side by side (most of their time is downloads, dependency resolution and
+# unpacking): the PostgreSQL matrix, singer-tools and Meltano itself in the background while the
+# project venv is installed here; the plugin venvs wait for both (the project venv and the
+# extractor's both install this repository, editable: not at the same time). Any failure fails
+# the setup. (Not in a `||` list: that would switch off `set -e` inside the steps.)
+ensure_matrix_postgres &
+matrix_pid=$!
+ensure_singer_tools &
+singer_tools_pid=$!
+ensure_meltano &
+meltano_pid=$!
 ensure_project_venv
-ensure_matrix_postgres
-ensure_meltano
-ensure_singer_tools
+wait "$meltano_pid" || die "installing $MELTANO_SPEC failed (see above)"
 ensure_plugins
+wait "$matrix_pid" || die "fetching the PostgreSQL matrix failed (see above)"
+wait "$singer_tools_pid" || die "installing $SINGER_TOOLS_SPEC failed (see above)"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import re
 from dataclasses import dataclass
 from decimal import Decimal
@@ -119,8 +120,27 @@ LAST_TIMESTAMP_TEXT = "9999-12-31 23:59:59.999"
 """The last timestamp written as itself (as Postgres prints it); later ones are TIMESTAMP_MAX."""
 
 
+_LOGGER = logging.getLogger(__name__)
+_warned_clamped = False
+
+
 def _early(text: str) -> bool:
-    """Whether a date/timestamp text outside years 1..9999 lies before them ("-infinity", BC)."""
+    """Whether a date/timestamp text outside years 1..9999 lies before them ("-infinity", BC).
+
+    Called for every value written as an end of the range: the first finite one (a BC date, a
+    five-digit year: not `infinity`, whose ends are the usual convention) is logged, once per
+    process, because its exact value is not in the output.
+    """
+    global _warned_clamped  # one warning per process, whatever the stream
+    if not _warned_clamped and not text.endswith("infinity"):
+        _warned_clamped = True
+        _LOGGER.warning(
+            "A date or timestamp outside years 1 to 9999 (%r) is written as the nearest end of "
+            "that range (0001-01-01 or 9999-12-31): RFC 3339 and most warehouses cannot hold "
+            "it. To keep the exact value, select it as text in a view (README, 'What records "
+            "look like'). Logged once per run.",
+            text,
+        )
     return text[0] == "-" or text[-1] == "C"
 
 

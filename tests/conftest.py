@@ -100,6 +100,39 @@ def db(pg: PgServer, request: pytest.FixtureRequest) -> Iterator[TestDb]:
         test_db.drop()
 
 
+# --- the order of files -------------------------------------------------------------------------
+
+# The files that take longest, longest first (measured with --durations). scripts/test.sh runs the
+# suite on several pytest-xdist workers, a file at a time per worker, in collection order: starting
+# the long files first keeps one worker from being left with a long file at the end. Tests within a
+# file keep their order; files not listed follow in their usual order.
+LONG_FILES_FIRST = (
+    "tests/integration/test_kill_campaign.py",  # its slow variant runs for minutes
+    "tests/integration/test_idle_slot.py",  # slow: waits on the server's own clock
+    "tests/integration/test_large_transaction.py",  # slow: a million-row transaction
+    "tests/integration/test_versions.py",  # every supported major
+    "tests/integration/test_least_privilege.py",  # every supported major
+    "tests/e2e/test_meltano_cdc.py",
+    "tests/integration/test_cdc.py",
+    "tests/integration/test_failures.py",
+    "tests/integration/test_typemap_server.py",
+    "tests/integration/test_slot.py",
+    "tests/integration/test_lifecycle.py",
+    "tests/e2e/test_meltano_experience.py",
+    "tests/integration/test_sdk_standard.py",
+    "tests/integration/test_fast_output.py",
+    "tests/e2e/test_meltano_truncate.py",
+    "tests/e2e/test_meltano_snapshot.py",
+    "tests/e2e/test_meltano_table_kinds.py",
+    "tests/test_code_quality.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {path: index for index, path in enumerate(LONG_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
+
+
 # --- the version matrix -------------------------------------------------------------------------
 
 

@@ -1,8 +1,10 @@
 """End-to-end fixtures: `meltano run tap-pgcdc target-duckdb` against a test database.
 
 Meltano and its plugin venvs come from `scripts/setup.sh` (`bash scripts/test.sh` runs it). Each
-test gets its own DuckDB file and its own Meltano system database (so its own state), both in the
-test's tmp dir, and configures the tap purely through TAP_PGCDC_* environment variables.
+test gets its own DuckDB file, its own Meltano system database (so its own state) and its own
+Meltano system directory (`.meltano`: the run files Meltano writes for each plugin, such as the
+catalog it hands the tap, are per test, so tests can run in parallel), all in the test's tmp dir,
+and configures the tap purely through TAP_PGCDC_* environment variables.
 
 `postgres_pipeline` loads into a second database of the same server with target-postgres
 (MeltanoLabs, SDK-based), the loader that implements ACTIVATE_VERSION (TRUNCATE).
@@ -38,6 +40,21 @@ PLUGIN_EXECUTABLES = (
 LOADERS = ("target-duckdb", "target-postgres")
 RUN_TIMEOUT_S = 600
 STDERR_TAIL_LINES = 80
+
+
+def meltano_sys_dir(workdir: Path) -> Path:
+    """A Meltano system directory of its own in `workdir`, sharing the project's plugin venvs.
+
+    Meltano writes each plugin's run files (`run/<plugin>/tap.properties.json`, the config and
+    state it hands the tap) under its system directory at a fixed path: two `meltano run`s in
+    one `.meltano` at the same time could hand a tap the other's catalog.
+    """
+    sys_dir = workdir / ".meltano-sys"
+    if not sys_dir.exists():
+        sys_dir.mkdir()
+        for kind in ("extractors", "loaders"):
+            (sys_dir / kind).symlink_to(REPO / ".meltano" / kind)
+    return sys_dir
 
 
 def _env_value(value: Any) -> str:
@@ -122,6 +139,7 @@ class Pipeline:
             {
                 # The test's own system database holds its state: no run sees another's.
                 "MELTANO_DATABASE_URI": f"sqlite:///{self.workdir / 'meltano.db'}",
+                "MELTANO_SYS_DIR_ROOT": str(meltano_sys_dir(self.workdir)),
                 "MELTANO_ENVIRONMENT": "dev",
                 "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
                 "MELTANO_RUN_REFRESH_CATALOG": "true",

@@ -499,3 +499,19 @@ def test_numeric_text_round_trips(value: Decimal) -> None:
 @given(st.integers(min_value=-(2**63), max_value=2**63 - 1))
 def test_int8_text_round_trips(value: int) -> None:
     same(convert(T["int8"], str(value)), value)
+
+
+def test_a_finite_date_outside_the_range_is_logged_once_infinity_is_not(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tap_pgcdc.typemap as typemap
+
+    monkeypatch.setattr(typemap, "_warned_clamped", False)
+    caplog.set_level("WARNING", logger="tap_pgcdc.typemap")
+    assert converter(T["date"])("infinity") == "9999-12-31"
+    assert converter(T["timestamp"])("-infinity") == "0001-01-01T00:00:00+00:00"
+    assert caplog.records == []  # the usual convention for infinity: no warning
+    assert converter(T["date"])("0044-03-15 BC") == "0001-01-01"
+    assert converter(T["date"])("10000-01-01") == "9999-12-31"
+    [warning] = caplog.records
+    assert "'0044-03-15 BC'" in warning.getMessage() and "as text in a view" in warning.getMessage()
