@@ -111,8 +111,12 @@ LONG_FILES_FIRST = (
     "tests/integration/test_idle_slot.py",  # slow: waits on the server's own clock
     "tests/integration/test_large_transaction.py",  # slow: a million-row transaction
     "tests/integration/test_versions.py",  # every supported major
+    "tests/integration/test_schema_changes.py",
+    "tests/integration/test_generated.py",
+    "tests/integration/test_origin.py",  # every supported major
     "tests/integration/test_least_privilege.py",  # every supported major
     "tests/e2e/test_meltano_cdc.py",
+    "tests/e2e/test_meltano_schema_changes.py",
     "tests/integration/test_cdc.py",
     "tests/integration/test_failures.py",
     "tests/integration/test_typemap_server.py",
