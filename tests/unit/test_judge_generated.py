@@ -8,12 +8,10 @@ generated column the publication does not publish. The facts are built by hand h
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from tap_pgcdc.errors import PrivilegeError
-from tap_pgcdc.replication.identity import ReplicaIdentity, judge_replica_identity
+from tap_pgcdc.replication.identity import judge_replica_identity
 from tap_pgcdc.replication.publication import (
     Decoding,
     create_publication_sql,
@@ -23,24 +21,11 @@ from tap_pgcdc.replication.publication import (
     publishes_generated,
 )
 from tests.unit.test_judge_publication import PLAIN, pub_facts, publication
+from tests.unit.test_judge_server_slot import identity as rel
 
 PG15 = Decoding(server_version=150004, publication="pub", publishes_generated=False)
 PG18_SENT = Decoding(server_version=180001, publication="pub", publishes_generated=True)
 PG18_NOT_SENT = Decoding(server_version=180001, publication="my pub", publishes_generated=False)
-
-
-def rel(name: str, replident: str, **changes: Any) -> ReplicaIdentity:
-    values: dict[str, Any] = {
-        "top_schema": "public",
-        "top_name": name,
-        "schema": "public",
-        "name": name,
-        "replident": replident,
-        "has_primary_key": False,
-        "has_identity_index": False,
-    }
-    values.update(changes)
-    return ReplicaIdentity(**values)
 
 
 # Keyed tables whose generated columns the tap reads by key: capturable everywhere.
