@@ -437,15 +437,20 @@ def test_schema_changes_under_a_cached_catalog(vdb) -> None:
     )
     run = checked(run_tap(vdb.config(), catalog=catalog, state=target.state))
     target.apply(run.messages)
+    # The renames (and t's rewrite) change rows the log cannot correct: both are snapshotted
+    # again (tests/integration/test_schema_changes.py), under their new key.
     for stream in ("public-t", "public-f"):
         last = [m for m in run.of_type("SCHEMA") if m["stream"] == stream][-1]
         assert last["key_properties"] == ["key"], stream
-        deleted = [r for r in run.records(stream) if r["_sdc_deleted_at"]]
-        assert [r["key"] for r in deleted] == [1], stream
-    assert {r["key"]: r["a"] for r in run.records("public-t") if "c" in r} == {4: "four"}
+        assert any(m["stream"] == stream for m in run.of_type("ACTIVATE_VERSION")), stream
+    assert {r["key"]: r["a"] for r in run.records("public-t")} == {2: "x20", 3: "x3", 4: "four"}
+    # After it, a delete in the log carries the new key name.
     vdb.execute("DELETE FROM t WHERE key = 2")
     again = checked(run_tap(vdb.config(), catalog=catalog, state=target.state))
     target.apply(again.messages)
     assert again.of_type("SCHEMA")[0]["key_properties"] == ["key"]
+    assert [(r["key"], bool(r["_sdc_deleted_at"])) for r in again.records("public-t")] == [
+        (2, True)
+    ]
     assert set(target.tables["public-t"].rows) == {(3,), (4,)}
     assert set(target.tables["public-f"].rows) == {(2,)}
