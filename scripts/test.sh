@@ -10,12 +10,14 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$REPO/scripts/setup.sh"
 cd "$REPO"
 
-# The suite runs on several pytest-xdist workers: most of its time is spent waiting on PostgreSQL
-# and on tap and Meltano subprocesses. `--dist loadfile` keeps each test file on one worker (its
-# module-scoped servers are started once), and the files start longest first (tests/conftest.py),
-# hence --no-loadscope-reorder. TAP_PGCDC_TEST_WORKERS=0 runs everything in this one process; an
-# -n/--numprocesses or -p no:xdist among the arguments is left to pytest.
-workers="${TAP_PGCDC_TEST_WORKERS:-3}"
+# The suite runs in one process by default. TAP_PGCDC_TEST_WORKERS=N runs it on N pytest-xdist
+# workers (`--dist loadfile` keeps each test file on one worker, so its module-scoped servers start
+# once; the files start longest first, tests/conftest.py, hence --no-loadscope-reorder). On this
+# project's 2-core machine 3 workers had run a third of the suite after 16 minutes, where one
+# process runs all of it in about 25: the tests are CPU-bound (the tap, Postgres and Meltano share
+# the cores), so more workers only queue. An -n/--numprocesses or -p no:xdist among the arguments
+# is left to pytest.
+workers="${TAP_PGCDC_TEST_WORKERS:-0}"
 parallel=(-n "$workers" --dist loadfile --no-loadscope-reorder)
 if [[ "$workers" == 0 ]]; then
     parallel=()
