@@ -53,6 +53,7 @@ from tap_pgcdc.pg import wal
 from tap_pgcdc.pg.catalog import load_tables
 from tap_pgcdc.pg.connect import connect, connection_lost
 from tap_pgcdc.pg.lsn import format_lsn
+from tap_pgcdc.pg.shape import current_oids
 from tap_pgcdc.replication import server
 from tap_pgcdc.replication import slot as slots
 from tap_pgcdc.replication.blockers import wait_for_prepared
@@ -328,13 +329,14 @@ class Run:
         added without a value, a type changed in place) are recorded for the next run.
         """
         self.activity = "checking what DDL did to the tables during the run"
-        live = {tbl.stream_name: tbl for tbl in load_tables(control)}
-        present = [s for s in log_streams if s.name in live]
-        oids = {s.name: live[s.name].oid for s in present}
+        # Looked up by name: a table dropped and created again during the run has a new OID.
+        oids = current_oids(control, {s.name: s.table.quoted_name for s in log_streams})
+        present = [s for s in log_streams if s.name in oids]
         marked = resnapshot.follow_shapes(control, present, oids, self.logger)
-        for stream in marked:
-            stream.bind_table(live[stream.name])
         if marked:
+            live = {tbl.oid: tbl for tbl in load_tables(control, oids=list(oids.values()))}
+            for stream in marked:
+                stream.bind_table(live[oids[stream.name]])
             # A table created again is not in the publication the tap keeps: published first,
             # then snapshotted at a later point, as at the start of a run.
             tables = [s.table for s in log_streams]

@@ -116,6 +116,19 @@ ORDER BY c.oid, leaf.oid
 """
 
 
+def current_oids(conn: psycopg2.extensions.connection, tables: Mapping[str, str]) -> dict[str, int]:
+    """The OID each quoted table name stands for now, by key (a table gone is left out)."""
+    keys = list(tables)
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT n.i, pg_catalog.to_regclass(n.name)::oid "
+            "FROM unnest(%s::text[]) WITH ORDINALITY AS n(name, i)",
+            ([tables[k] for k in keys],),
+        )
+        rows = cur.fetchall()
+    return {keys[int(i) - 1]: int(oid) for i, oid in rows if oid is not None}
+
+
 def fetch_shapes(
     conn: psycopg2.extensions.connection, oids: Iterable[int]
 ) -> dict[int, TableShape]:
