@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from singer_sdk.singerlib import Catalog, CatalogEntry, Metadata, MetadataMapping, Schema
 from singer_sdk.sql import SQLConnector
 
-from tap_pgcdc import typemap
+from tap_pgcdc import logical_messages, typemap
 from tap_pgcdc.output.fields import SDC_COLUMNS_SCHEMA
 from tap_pgcdc.pg.catalog import (
     PUBLISH_PARTITION_ROOT_SINCE,
@@ -210,6 +210,8 @@ class PgCdcConnector(SQLConnector):
             tables = self._load_tables(conn)
             publishable_parents = conn.server_version >= PUBLISH_PARTITION_ROOT_SINCE
             settings = Settings.from_config(self.config)
+            # Offered only when the setting is on (and refused on a server without it).
+            messages = logical_messages.catalog_entries(settings, conn.server_version)
             decoding = fetch_decoding(
                 conn, settings.publication_name, create=settings.create_publication
             )
@@ -229,4 +231,4 @@ class PgCdcConnector(SQLConnector):
                 uncapturable=verdicts.get((table.schema, table.name), ()),
             )
             for table in tables
-        ]
+        ] + messages

@@ -23,7 +23,7 @@ import uuid
 import psycopg2
 import psycopg2.errors
 
-from tap_pgcdc import recovery, report, resnapshot
+from tap_pgcdc import logical_messages, recovery, report, resnapshot
 from tap_pgcdc.checks import (
     bind_tables,
     full_table_warning,
@@ -97,6 +97,7 @@ class Run:
         write_state: Callable[[], None],
         logger: logging.Logger,
         run_report: report.RunReport | None = None,
+        messages: logical_messages.MessagesStream | None = None,
     ) -> None:
         """Prepare a run.
 
@@ -108,7 +109,9 @@ class Run:
             write_state: Writes a STATE message of `state`.
             logger: The tap's logger.
             run_report: Filled with what the run does (the tap writes it at the end).
+            messages: The logical decoding messages stream, if read (logical_messages.py).
         """
+        self.messages = messages
         self.config = config
         self.settings = settings
         self.state = state
@@ -190,7 +193,8 @@ class Run:
         slot_name = settings.slot_name
         confirm_lsn = 0
         generated: Decoding | None = None  # what the log carries of generated columns
-        if log_streams:
+        reading = bool(log_streams) or self.messages is not None
+        if reading:
             facts = slots.fetch_slot(control, slot_name)
             existing = facts.slot
             self.report.slot_before = report.slot_sample(control, slot_name)
@@ -207,11 +211,12 @@ class Run:
             )
             plan = recovery.plan_slot_recovery(
                 slot_facts(slot_name, existing),
-                log_positions(log_streams),
+                logical_messages.with_position(log_positions(log_streams), self.messages),
                 resnapshot=settings.resnapshot_on_slot_lost,
             )
             if plan.needed:
                 self._mark_for_resnapshot(plan, log_streams, slot_missing=existing is None)
+                logical_messages.forget_if_lost(self.messages, plan.lost, self.logger)
             tables = [s.table for s in log_streams]
             publication = fetch_publication(control, settings.publication_name, tables)
             # Before the publication changes: was each bookmark's table published all along?
@@ -240,6 +245,7 @@ class Run:
                     need_slots=(0 if existing else 1) + (1 if pending else 0),
                     origin=settings.origin,
                 )
+                + server.judge_messages(info, settings.messages if self.messages else ())
             )
             generated = decoding(publication, create=settings.create_publication)
             raise_first(refuse_uncapturable(uncapturable(control, tables, generated)))
@@ -252,8 +258,8 @@ class Run:
                 slots.drop_slot(control, slot_name)
                 self.logger.warning("Dropped invalidated replication slot %s.", slot_name)
             slot_info = self._open_slot(control)
-            confirm_lsn = recovery.confirmable_position(
-                slot_info.name, slot_info.confirmed_flush_lsn, log_positions(log_streams)
+            confirm_lsn = logical_messages.confirmable(
+                slot_info, log_positions(log_streams), self.messages
             )
             if pending:
                 self._snapshot_log_streams(control, pending)
@@ -269,7 +275,7 @@ class Run:
         for stream in full_streams:
             self._snapshot_full_table(stream)
 
-        if log_streams:
+        if reading:
             self._read_log(log_streams, confirm_lsn)
             self._after_read(control, log_streams)
 
@@ -429,8 +435,8 @@ class Run:
     def _read_log(self, log_streams: list[PgCdcStream], confirm_lsn: int) -> None:
         settings = self.settings
         slot_name = settings.slot_name
-        positions = [s.log_position for s in log_streams]
-        start = min(p for p in positions if p is not None)
+        positions = logical_messages.with_position(log_positions(log_streams), self.messages)
+        start = min(p for p in positions.values() if p is not None)
         reader_settings = ReaderSettings(
             confirm_lsn=confirm_lsn,
             max_run_seconds=settings.max_run_seconds,
@@ -458,6 +464,7 @@ class Run:
                 slot_name=slot_name,
                 publication_name=settings.publication_name,
                 start_lsn=start,
+                messages=self.messages is not None,
                 # Said explicitly where pgoutput knows the option (judged: 'any' before 16).
                 origin=settings.origin
                 if lookup_conn.server_version >= server.ORIGIN_VERSION
@@ -470,6 +477,7 @@ class Run:
                     write_state=self.write_state,
                     settings=reader_settings,
                     logger=self.logger,
+                    messages=logical_messages.target(self.messages, settings),
                 )
                 self.activity = f"reading slot {slot_name}"
                 self.report.read_range(start, stop_lsn, confirm_lsn)

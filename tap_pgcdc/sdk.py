@@ -14,7 +14,8 @@ import typing as t
 if t.TYPE_CHECKING:
     from singer_sdk.helpers.types import Record
     from singer_sdk.io_base import GenericSingerWriter
-    from singer_sdk.sql import SQLStream as Stream
+    from singer_sdk.sql import SQLStream
+    from singer_sdk.streams.core import Stream
     from singer_sdk.tap_base import Tap
 
 
@@ -57,7 +58,7 @@ def message_writer(stream: Stream) -> GenericSingerWriter[t.Any, t.Any]:
     return stream._tap.message_writer  # noqa: SLF001
 
 
-def replace_schema(stream: Stream, schema: dict[str, t.Any]) -> None:
+def replace_schema(stream: SQLStream, schema: dict[str, t.Any]) -> None:
     """Make `schema` the stream's schema for records, maps and SCHEMA messages.
 
     `Stream.schema` is a cached property read once from the catalog, with no setter; a table

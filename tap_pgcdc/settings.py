@@ -161,6 +161,12 @@ CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
         allowed_values=list(ORIGINS),
         description="PostgreSQL 16+: which changes the log delivers by their replication origin (pgoutput's `origin` option). `any` (default): every change. `none`: only changes made on this server, not those a subscription (logical replication from another server) applied, e.g. in a bidirectional or fan-in setup. An error on older servers. Snapshots read every row either way.",
     ),
+    # --- w4-messages: logical decoding messages (tap_pgcdc/logical_messages.py) ---
+    th.Property(
+        "messages",
+        th.ArrayType(th.StringType),
+        description="PostgreSQL 14+: deliver the messages applications write with pg_logical_emit_message() (pgoutput's `messages` option) as the stream `pg_logical_messages`, keeping those whose prefix is listed: an exact prefix, or one ending in `*` to keep every prefix that starts with what precedes it (`*` alone keeps all). Empty or absent (default): off, and discovery does not offer the stream. An error on older servers. Deselecting the stream turns the option off too.",
+    ),
     th.Property(
         "max_run_seconds",
         th.IntegerType,
@@ -212,6 +218,7 @@ class Settings:
     slot_wait_seconds: float = DEFAULT_SLOT_WAIT_SECONDS
     run_report_path: str | None = None  # None: the report goes to stderr
     origin: str = ORIGINS[0]  # pgoutput's origin option: any, or none (local changes only)
+    messages: tuple[str, ...] = ()  # prefixes of logical decoding messages kept (): off
     user: str = ""
 
     @classmethod
@@ -237,5 +244,6 @@ class Settings:
             slot_wait_seconds=float(given("slot_wait_seconds", DEFAULT_SLOT_WAIT_SECONDS)),
             run_report_path=config.get("run_report_path") or None,
             origin=str(given("origin", ORIGINS[0])),
+            messages=tuple(str(prefix) for prefix in given("messages", ())),
             user=str(given("user", "")),
         )

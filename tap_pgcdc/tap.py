@@ -24,9 +24,10 @@ from singer_sdk.exceptions import (
 from singer_sdk.sql import SQLTap
 from singer_sdk.tap_base import CliTestOptionValue
 
-from tap_pgcdc import cli, report, run, sdk
+from tap_pgcdc import cli, logical_messages, report, run, sdk
 from tap_pgcdc import connector as pgconn
 from tap_pgcdc.checks import bind_tables
+from tap_pgcdc.output.messages import MESSAGES_STREAM
 from tap_pgcdc.output.writer import PgCdcWriter
 from tap_pgcdc.settings import CONFIG_SCHEMA, Settings
 from tap_pgcdc.snapshot.session import snapshot_connection
@@ -83,6 +84,15 @@ class TapPgCdc(SQLTap):
             connector = t.cast("pgconn.PgCdcConnector", self.tap_connector)
             self._discovered = {"streams": connector.discover_catalog_entries()}
         return self._discovered
+
+    def discover_streams(self) -> list[Stream]:
+        """A stream per catalog entry: the messages stream's own class, else a table's."""
+        return [
+            logical_messages.MessagesStream(self)
+            if entry.get("tap_stream_id") == MESSAGES_STREAM
+            else PgCdcStream(tap=self, catalog_entry=entry, connector=self.tap_connector)
+            for entry in self.catalog_dict["streams"]
+        ]
 
     # --- command line -----------------------------------------------------------------------
 
@@ -146,7 +156,7 @@ class TapPgCdc(SQLTap):
             cls.logger,
             tap.config,
             tap.settings,
-            lambda: [t.cast("PgCdcStream", s) for s in tap.streams.values() if s.selected],
+            lambda: [s for s in tap.streams.values() if s.selected and isinstance(s, PgCdcStream)],
             tap.input_identity,
         )
 
@@ -213,10 +223,12 @@ class TapPgCdc(SQLTap):
 
     def _sync_all(self, settings: Settings, run_report: report.RunReport) -> None:
         sdk.reset_progress_markers(self)
-        streams = [t.cast("PgCdcStream", s) for s in self.streams.values() if s.selected]
-        for selected in streams:
+        chosen = [s for s in self.streams.values() if s.selected]
+        streams = [s for s in chosen if isinstance(s, PgCdcStream)]
+        messages = logical_messages.active(chosen, settings, self.logger)
+        for selected in [*streams, *([messages] if messages else [])]:
             run_report.stream(selected.name, selected.replication_method)
-        if not streams:
+        if not streams and messages is None:
             self.logger.warning("No stream is selected: nothing to do.")
             run_report.reason = report.NO_STREAMS
             return
@@ -228,6 +240,7 @@ class TapPgCdc(SQLTap):
             write_state=self._write_state,
             logger=self.logger,
             run_report=run_report,
+            messages=messages,
         ).execute(streams)
         for stream in self.streams.values():
             stream.log_sync_costs()
@@ -238,7 +251,7 @@ class TapPgCdc(SQLTap):
         streams: t.Iterable[Stream] | None = None,
     ) -> bool:
         """Read a few rows of each stream, read-only: no slot, no publication, no state change."""
-        chosen = [t.cast("PgCdcStream", s) for s in (streams or self.streams.values())]
+        chosen = [s for s in (streams or self.streams.values()) if isinstance(s, PgCdcStream)]
         _dry_run(self.config, chosen, dry_run_record_limit)
         return True
 

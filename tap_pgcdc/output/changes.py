@@ -33,6 +33,7 @@ if t.TYPE_CHECKING:
 
     from tap_pgcdc.replication.messages import Begin, Delete, Insert, Relation, TupleData, Update
     from tap_pgcdc.replication.reader import ReaderSettings, Transport
+    from tap_pgcdc.replication.sink import MessageSink
     from tap_pgcdc.streams import PgCdcStream
 
 
@@ -45,6 +46,7 @@ def log_reader(
     settings: ReaderSettings,
     logger: logging.Logger | None = None,
     clock: Callable[[], float] = time.monotonic,
+    messages: MessageSink | None = None,
 ) -> ReadLoop:
     """The read loop for one log read, writing the changes as records of `streams`.
 
@@ -57,6 +59,8 @@ def log_reader(
         settings: The read's confirmation, timing and stop settings.
         logger: Where the read's lines go.
         clock: Monotonic seconds.
+        messages: Where logical decoding messages go (`output.messages.MessageTarget`), if
+            the messages stream is read.
 
     Returns:
         The loop; call its `run(stop_lsn=...)`.
@@ -71,6 +75,7 @@ def log_reader(
         server_lsn=functools.partial(current_wal_lsn, lookup_conn),
         logger=log,
         clock=clock,
+        messages=messages,
     )
 
 

@@ -30,6 +30,7 @@ from tap_pgcdc.errors import ProtocolError
 from tap_pgcdc.pg.lsn import format_lsn
 from tap_pgcdc.replication.decoder import decode
 from tap_pgcdc.replication.messages import (
+    MESSAGE_FLAG_TRANSACTIONAL,
     TUPLE_KEY,
     TUPLE_NEW,
     TUPLE_OLD,
@@ -37,6 +38,7 @@ from tap_pgcdc.replication.messages import (
     Commit,
     Delete,
     Insert,
+    LogicalDecodingMessage,
     Relation,
     Truncate,
     Update,
@@ -53,7 +55,7 @@ from tap_pgcdc.replication.protocol import (
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-    from tap_pgcdc.replication.sink import RelationSink, Sink
+    from tap_pgcdc.replication.sink import MessageSink, RelationSink, Sink
 
 
 # Insert, Update and Delete as the fast path reads them: type, relation OID, tuple marker.
@@ -133,6 +135,8 @@ class ReadLoop:
         server_lsn: The server's current WAL position, for progress lines.
         logger: Where progress lines go.
         clock: Monotonic seconds (injected for tests).
+        messages: Where logical decoding messages go (None: the stream is not read); its
+            stream's bookmark joins `positions`.
     """
 
     def __init__(
@@ -145,6 +149,7 @@ class ReadLoop:
         server_lsn: Callable[[], int],
         logger: logging.Logger | None = None,
         clock: Callable[[], float] = time.monotonic,
+        messages: MessageSink | None = None,
     ) -> None:
         self.transport = transport
         self.sink = sink
@@ -155,6 +160,9 @@ class ReadLoop:
         self.progress = LogProgress(self.logger, clock=clock)
         self.routes: dict[int, RelationSink | None] = {}
         self.positions: dict[str, int] = dict(positions)
+        self.messages = messages
+        if messages is not None:
+            self.positions[messages.stream_name] = messages.position
         # Per stream (a stream first seen in the log gets its counts then): the fast path adds
         # to them, and the summary's total is their sum (see `_total`).
         self._counts: defaultdict[str, StreamChanges] = defaultdict(StreamChanges)
@@ -280,6 +288,9 @@ class ReadLoop:
             name: position for name, current in self.positions.items() if position > current
         }
         self.positions.update(advanced)
+        if self.messages is not None and self.messages.stream_name in advanced:
+            # The messages stream's bookmark lives beside the tables' (see `MessageSink`).
+            self.messages.advance(advanced.pop(self.messages.stream_name))
         self.sink.write_state(advanced)
         self._dirty = False
 
@@ -359,7 +370,32 @@ class ReadLoop:
                 if route is not None:
                     route.truncate(self._open("Truncate"), lsn)
                     self._counts[route.stream_name].truncates += 1
-        # Origin, Type and logical decoding messages carry nothing a record needs.
+        elif isinstance(message, LogicalDecodingMessage):
+            self._message(message)
+        # Origin and Type messages carry nothing a record needs.
+
+    def _message(self, message: LogicalDecodingMessage) -> None:
+        """A logical decoding message: to the messages sink, unless already sent.
+
+        The tap reads protocol 1 without streaming, so a transactional message always arrives
+        between its transaction's Begin and Commit (in a streamed transaction it would carry
+        the xid; the decoder reads that form, the tap never asks for it). A non-transactional
+        one is sent as soon as the server decodes it, outside any transaction; a bookmark past
+        its LSN means it was sent before the STATE that carries the bookmark.
+        """
+        sink = self.messages
+        if sink is None:
+            return
+        name = sink.stream_name
+        if message.flags & MESSAGE_FLAG_TRANSACTIONAL:
+            begin: Begin | None = self._open("Logical decoding")
+            if name in self._skip:
+                return
+        else:
+            begin = None
+            if message.lsn < self.positions.get(name, 0):
+                return
+        self._counts[name].changes += sink.message(message, begin)
 
     def _commit(self, message: Commit) -> None:
         self._begin = None

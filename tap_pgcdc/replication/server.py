@@ -16,10 +16,14 @@ from tap_pgcdc.errors import PrivilegeError, ServerConfigError, TapPgCdcError
 from tap_pgcdc.pg.connect import transaction
 from tap_pgcdc.pg.quoting import quote_ident
 
+if t.TYPE_CHECKING:
+    from collections.abc import Sequence
+
 Connection: t.TypeAlias = psycopg2.extensions.connection
 
 MIN_SERVER_VERSION = 120000
 ORIGIN_VERSION = 160000  # pgoutput's origin option
+MESSAGES_VERSION = 140000  # pgoutput's messages option (logical decoding messages)
 
 WAL_LEVEL_FIX = (
     "run ALTER SYSTEM SET wal_level = logical; as a superuser and restart PostgreSQL. On managed "
@@ -181,3 +185,27 @@ def judge_server(
         )
         problems.append(ServerConfigError(msg))
     return problems
+
+
+def judge_messages(info: ServerInfo, prefixes: Sequence[str]) -> list[TapPgCdcError]:
+    """Whether the server can deliver logical decoding messages (the `messages` setting).
+
+    Args:
+        info: From `fetch_server`.
+        prefixes: The `messages` setting's prefixes, for a run whose messages stream is selected
+            (empty: the stream is off, nothing to judge).
+
+    Returns:
+        A ServerConfigError on a server older than PostgreSQL 14 (no `messages` option).
+    """
+    if not prefixes or info.version_num >= MESSAGES_VERSION:
+        return []
+    msg = (
+        f"messages = {list(prefixes)!r} needs PostgreSQL {version_text(MESSAGES_VERSION)} or "
+        f"later (pgoutput's messages option), and this server is "
+        f"{version_text(info.version_num)}: it cannot deliver the messages written with "
+        "pg_logical_emit_message(). Fix: remove the setting (meltano config unset tap-pgcdc "
+        "messages) or deselect the stream pg_logical_messages, or upgrade the server to "
+        "PostgreSQL 14+."
+    )
+    return [ServerConfigError(msg)]

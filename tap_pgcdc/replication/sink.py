@@ -14,7 +14,14 @@ import typing as t
 if t.TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from tap_pgcdc.replication.messages import Begin, Delete, Insert, Relation, Update
+    from tap_pgcdc.replication.messages import (
+        Begin,
+        Delete,
+        Insert,
+        LogicalDecodingMessage,
+        Relation,
+        Update,
+    )
 
 
 class RelationSink(t.Protocol):
@@ -83,4 +90,36 @@ class Sink(t.Protocol):
         Called only at a transaction boundary, after every record the new bookmarks cover has
         been written through this sink. `advanced` may be empty (a STATE the stop requires).
         """
+        ...
+
+
+class MessageSink(t.Protocol):
+    """Where logical decoding messages go (pgoutput's `messages` option; optional).
+
+    Its stream has a bookmark like a table's: the loop skips a transactional message whose
+    transaction committed before it, and a non-transactional one whose own LSN is before it
+    (everything before a bookmark was sent before the STATE that carries it), and moves it with
+    every other stream's at transaction boundaries (`advance`, then `Sink.write_state`).
+    """
+
+    @property
+    def stream_name(self) -> str:
+        """The messages stream's name."""
+        ...
+
+    @property
+    def position(self) -> int:
+        """Its bookmark as the read starts (0: none)."""
+        ...
+
+    def message(self, message: LogicalDecodingMessage, begin: Begin | None) -> int:
+        """Write a message (`begin`: its open transaction; None when non-transactional).
+
+        Returns:
+            The records written (0 for a prefix the setting does not keep).
+        """
+        ...
+
+    def advance(self, lsn: int) -> None:
+        """Move the stream's bookmark to `lsn` (the STATE follows through `Sink.write_state`)."""
         ...
