@@ -121,6 +121,7 @@ def catalog_entries(settings: Settings, server_version: int) -> list[dict[str, t
         schema=MESSAGES_SCHEMA,
         key_properties=list(MESSAGES_KEY),
         replication_method=LOG_BASED,
+        selected_by_default=True,  # the setting says the user wants them
     )
     metadata[("properties", "lsn")].inclusion = Metadata.InclusionType.AUTOMATIC
     entry = CatalogEntry(

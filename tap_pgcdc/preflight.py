@@ -169,7 +169,7 @@ def _check(
         info,
         need_slots=(0 if existing else 1) + (1 if pending else 0),
         origin=settings.origin,
-    )
+    ) + server.judge_messages(info, settings.messages)  # the setting on: PostgreSQL 14+
     report.problems.extend(str(problem) for problem in refused)
     if not refused:  # else the server would refuse the connection for a reason already listed
         _check_replication_connection(config, report)
