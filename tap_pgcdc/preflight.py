@@ -90,12 +90,16 @@ def _check(
         f"PostgreSQL {info.version_num // 10000}.{info.version_num % 10000}, wal_level "
         f"{info.wal_level}, role {info.current_user!r}, database {info.database!r}."
     )
+    # The messages setting on (its stream read only when selected): PostgreSQL 14+.
+    report.problems.extend(
+        str(problem) for problem in server.judge_messages(info, settings.messages)
+    )
     try:
         streams = selected_streams()
     except TapPgCdcError as exc:
         report.problems.append(str(exc))
         return
-    if not streams:
+    if not streams and not settings.messages:
         report.problems.append(
             "No stream is selected, so a run would replicate nothing. Fix: select tables "
             "(meltano select tap-pgcdc <schema>-<table>, or `selected: true` in the catalog)."
@@ -113,7 +117,7 @@ def _check(
     report.notes.append(f"{len(streams)} selected stream(s), {len(log_streams)} of them LOG_BASED.")
     generated = fetch_decoding(conn, settings.publication_name, create=settings.create_publication)
     _note_tables(conn, full_streams, log_streams, generated, report)
-    if not log_streams:
+    if not log_streams and not settings.messages:  # the messages stream reads the slot too
         return
 
     slot_name = settings.slot_name
@@ -169,7 +173,7 @@ def _check(
         info,
         need_slots=(0 if existing else 1) + (1 if pending else 0),
         origin=settings.origin,
-    ) + server.judge_messages(info, settings.messages)  # the setting on: PostgreSQL 14+
+    )
     report.problems.extend(str(problem) for problem in refused)
     if not refused:  # else the server would refuse the connection for a reason already listed
         _check_replication_connection(config, report)

@@ -172,6 +172,29 @@ def test_deselected_or_alone(db: TestDb) -> None:
     read = run_tap(config, catalog=alone, state=start.final_state).check()
     assert [r["content"] for r in read.records(STREAM)] == ["alone", "alone, not transactional"]
     assert read.records(ITEMS) == []
+    checked = run_tap(config, catalog=alone, state=read.final_state, args=["--test"], timeout=60)
+    assert checked.returncode == 0, checked.stderr[-2000:]
+    assert "Preflight passed" in checked.stderr
+
+
+def test_selected_again_after_a_while_off(db: TestDb) -> None:
+    """Messages written while the stream was off were never read: its bookmark is behind the
+    slot, which the run refuses as any gap; on_slot_lost = resnapshot starts it at the slot."""
+    setup(db)
+    config = db.config(messages=["*"])
+    catalog = discover(config)
+    both, tables = catalog, select_streams(catalog, {ITEMS})
+    state = run_tap(config, catalog=both).check().final_state
+    db.execute(emit(True, "app", "'while off'"))
+    db.execute("INSERT INTO items VALUES (1, 'a')")
+    for _ in range(2):  # the second run confirms the first's position, past the message
+        state = run_tap(config, catalog=tables, state=state).check().final_state
+    error = assert_refused(run_tap(config, catalog=both, state=state), STREAM, "on_slot_lost")
+    assert "older than slot" in error
+    db.execute(emit(True, "app", "'after'"))
+    resumed = run_tap({**config, "on_slot_lost": "resnapshot"}, catalog=both, state=state).check()
+    assert [r["content"] for r in resumed.records(STREAM)] == ["after"]
+    assert "starts again at the slot's position" in resumed.stderr
 
 
 def test_messages_are_refused_before_postgresql_14(
