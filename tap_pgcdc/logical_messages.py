@@ -158,6 +158,16 @@ def active(
     return stream
 
 
+class _Stream(t.Protocol):
+    @property
+    def is_log_based(self) -> bool: ...
+
+
+def reads(streams: Iterable[_Stream], stream: MessagesStream | None) -> bool:
+    """Whether the run reads the slot: a LOG_BASED table stream, or the messages stream."""
+    return stream is not None or any(s.is_log_based for s in streams)
+
+
 def with_position(
     positions: Mapping[str, int | None], stream: MessagesStream | None
 ) -> dict[str, int | None]:

@@ -157,7 +157,7 @@ class Run:
         for stream in streams:
             counts = run_report.stream(stream.name, stream.replication_method)
             counts.snapshot_rows = stream.snapshot_rows
-        if run_report.reason == report.SIGNAL or not any(s.is_log_based for s in streams):
+        if run_report.reason == report.SIGNAL or not logical_messages.reads(streams, self.messages):
             return
         with contextlib.suppress(psycopg2.Error):
             run_report.slot_after = report.slot_sample(control, self.settings.slot_name)
@@ -193,7 +193,7 @@ class Run:
         slot_name = settings.slot_name
         confirm_lsn = 0
         generated: Decoding | None = None  # what the log carries of generated columns
-        reading = bool(log_streams) or self.messages is not None
+        reading = logical_messages.reads(log_streams, self.messages)
         if reading:
             facts = slots.fetch_slot(control, slot_name)
             existing = facts.slot
