@@ -26,6 +26,7 @@ from tap_pgcdc.output.messages import (
     message_record,
     prefix_filter,
 )
+from tap_pgcdc.replication.decoder import decode
 from tap_pgcdc.replication.messages import Begin, LogicalDecodingMessage
 from tap_pgcdc.replication.protocol import keepalive
 from tap_pgcdc.replication.reader import ReaderSettings, ReadLoop, StreamChanges
@@ -295,3 +296,22 @@ def test_the_setting_is_parsed_into_a_tuple_of_prefixes() -> None:
 
     assert Settings.from_config({}).messages == ()
     assert Settings.from_config({"messages": ["app", "outbox.*"]}).messages == ("app", "outbox.*")
+
+
+# --- the decoder's 'M' (the valid forms are in test_decoder.py) -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        ("4D 01 00000000 016B3760 746170 00 FFFFFFFF", "negative length -1"),
+        ("4D 01 00000000 016B3760 746170 00 00000004 6162", "truncated"),
+        ("4D 01 00000000 016B3760 746170", "truncated|NUL|terminat"),
+        ("4D 01 00000000 016B3760 746170 00 00000001 61 62", "trailing"),
+        ("4D 01 00000000", "truncated"),
+    ],
+    ids=["negative-length", "short-content", "unterminated-prefix", "trailing", "short-lsn"],
+)
+def test_malformed_messages_are_protocol_errors(data: str, error: str) -> None:
+    with pytest.raises(ProtocolError, match=error):
+        decode(bytes.fromhex(data))
