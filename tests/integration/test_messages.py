@@ -177,6 +177,21 @@ def test_deselected_or_alone(db: TestDb) -> None:
     assert "Preflight passed" in checked.stderr
 
 
+def test_alone_from_the_first_run(db: TestDb) -> None:
+    """No table at all: the first run creates an empty publication and the slot."""
+    config = db.config(messages=["*"])
+    catalog = discover(config)
+    assert [s["tap_stream_id"] for s in catalog["streams"]] == [STREAM]
+    first = run_tap(config, catalog=catalog).check()
+    assert first.records() == []
+    db.execute(emit(True, "app", "'first'"))
+    read = run_tap(config, catalog=catalog, state=first.final_state).check()
+    assert [r["content"] for r in read.records(STREAM)] == ["first"]
+    report = next(line for line in read.stderr.splitlines() if "tap_pgcdc_run_report" in line)
+    assert '"pg_logical_messages":{"method":"LOG_BASED","records":1' in report
+    assert '"slot_after":{' in report
+
+
 def test_selected_again_after_a_while_off(db: TestDb) -> None:
     """Messages written while the stream was off were never read: its bookmark is behind the
     slot, which the run refuses as any gap; on_slot_lost = resnapshot starts it at the slot."""
