@@ -32,7 +32,7 @@ MESSAGES_STREAM = "pg_logical_messages"
 a hyphen (`pg.catalog.TableInfo.stream_name`), so a name without one cannot be a table's."""
 
 MESSAGES_KEY = ("lsn",)
-"""The key: the message's LSN, unique to it (prefixes share LSNs with nothing)."""
+"""The key: the message's LSN, unique to it (every message is a WAL record of its own)."""
 
 MESSAGES_SCHEMA: dict[str, t.Any] = {
     "type": "object",

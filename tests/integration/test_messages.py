@@ -151,6 +151,12 @@ def test_discovery_offers_the_stream_only_with_the_setting(db: TestDb) -> None:
     ]
     assert entry["key_properties"] == ["lsn"]
     assert set(entry["schema"]["properties"]) >= {"lsn", "prefix", "content", "content_base64"}
+    # A catalog that selects it while the setting is empty: the option stays off, with a warning.
+    catalog = discover(db.config(messages=["*"]))
+    db.execute(emit(True, "app", "'unread'"))
+    run = run_tap(db.config(), catalog=catalog).check()
+    assert "lists no prefix: not reading logical decoding messages" in run.stderr
+    assert run.records(STREAM) == [] and STREAM not in run.final_state["bookmarks"]
 
 
 def test_deselected_or_alone(db: TestDb) -> None:
