@@ -39,6 +39,7 @@ from tap_pgcdc.checks import (
     stale_keys,
     uncapturable,
 )
+from tap_pgcdc.closing import ClosingRecord
 from tap_pgcdc.errors import (
     ConnectionLost,
     PrivilegeError,
@@ -121,6 +122,7 @@ class Run:
         self.report = run_report or report.RunReport(settings.slot_name, settings.publication_name)
         # What the run is doing, for the message when a connection breaks.
         self.activity = "starting"
+        self.closing = ClosingRecord(self.report)
 
     def execute(self, streams: Sequence[PgCdcStream]) -> None:
         """Snapshot what needs it, then read the slot once for every LOG_BASED stream."""
@@ -129,6 +131,7 @@ class Run:
         control.autocommit = True
         try:
             self._run(control, streams)
+            self.closing.finish(self.state)  # see closing.py
             if not self.report.reason:
                 self.report.reason = report.NO_LOG_READ
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
@@ -425,12 +428,13 @@ class Run:
             stream.end_full_table()
             stream.write_state()
 
-    @staticmethod
-    def _sync_snapshot(stream: PgCdcStream, conn: psycopg2.extensions.connection) -> None:
+    def _sync_snapshot(self, stream: PgCdcStream, conn: psycopg2.extensions.connection) -> None:
+        before = stream.snapshot_rows
         stream.snapshot_conn = conn
         stream.sync()
         stream.finalize_state_progress_markers()
         stream.snapshot_conn = None
+        self.closing.snapshot_done(stream, stream.snapshot_rows - before)
 
     def _read_log(self, log_streams: list[PgCdcStream], confirm_lsn: int) -> None:
         settings = self.settings

@@ -72,6 +72,10 @@ class PgCdcStream(SQLStream):
     snapshot_lsn: int | None = None
     # Records of snapshots and reads in full written in this process (the run report's count).
     snapshot_rows: int = 0
+    # The last record of this stream's latest snapshot (a line, or a record on the SDK's path),
+    # which `repeat_last_snapshot_record` writes again.
+    _last_snapshot_line: str = ""
+    _last_snapshot_record: dict[str, t.Any] | None = None
 
     # Set by bind_table: the converter of each column, by name; how the catalog fits the table.
     _converters: dict[str, typemap.Converter]
@@ -338,6 +342,7 @@ class PgCdcStream(SQLStream):
             raise RuntimeError(msg)
         columns = self._snapshot_columns()
         raw_text_casters(conn, (col.type.oid for col in columns))
+        self._last_snapshot_line, self._last_snapshot_record = "", None  # this read's own
         progress = self.bookmark.setdefault("snapshot", {"after": None})
         if progress.get("after") is not None and len(progress["after"]) != len(self.table.key):
             # The key changed since the interrupted run (a new replica identity index): start
@@ -364,6 +369,7 @@ class PgCdcStream(SQLStream):
                         snapshot.read_all(conn, counter)
                 finally:
                     self.snapshot_rows += snapshot.rows
+                    self._last_snapshot_line = snapshot.last_line
         else:
             query = ChunkQuery(
                 self.table, tuple(quote_ident(col.name) for col in columns), self.chunk_size
@@ -400,12 +406,31 @@ class PgCdcStream(SQLStream):
     ) -> Iterator[dict[str, t.Any]]:
         for rows in key_chunks(conn, query, progress.get("after")):
             for row in rows:
-                yield self._make_record(columns, row)
+                record = self._make_record(columns, row)
+                self._last_snapshot_record = record
+                yield record
             self.snapshot_rows += len(rows)
             if rows:
                 # Every row of this chunk has been written: resume after its last key.
                 progress["after"] = query.key_of(rows[-1])
                 self.write_state()
+
+    def repeat_last_snapshot_record(self) -> bool:
+        """Write the last record of this run's snapshot again; False if there is none.
+
+        For a target that stores a STATE only when a batch of records is flushed: see
+        `closing.py`. The same record, an upsert of the same row, changes nothing in a target.
+        """
+        if not self.table.key:  # a copy would be a second row where nothing is unique
+            return False
+        lines = records.snapshot_lines(self)
+        if self._last_snapshot_line and lines is not None:
+            lines.write(self._last_snapshot_line)
+            return True
+        if self._last_snapshot_record is not None:
+            sdk.write_record(self, dict(self._last_snapshot_record))
+            return True
+        return False
 
     # --- log-side events --------------------------------------------------------------------
 

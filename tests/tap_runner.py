@@ -29,11 +29,50 @@ class TapRun:
         return [m for m in self.messages if m.get("type") == kind]
 
     def records(self, stream: str | None = None) -> list[dict[str, Any]]:
+        """The records written, without the closing repeat (see `closing_repeat`)."""
+        repeat = self.closing_repeat
         return [
             m["record"]
             for m in self.messages
-            if m.get("type") == "RECORD" and (stream is None or m["stream"] == stream)
+            if m.get("type") == "RECORD"
+            and (stream is None or m["stream"] == stream)
+            and m is not repeat
         ]
+
+    @property
+    def closing_repeat(self) -> dict[str, Any] | None:
+        """The RECORD message tap_pgcdc/closing.py writes again at the end, if there is one.
+
+        A run whose output ends with a snapshot writes the snapshot's last record once more
+        after the STATE that completed it, then that STATE again: the output ends with the
+        repeat and a STATE equal to the last one before it, and between the repeated record
+        and its repeat come only STATE and ACTIVATE_VERSION messages.
+        """
+        messages = self.messages
+        if len(messages) < 3 or messages[-1].get("type") != "STATE":
+            return None
+        repeat = messages[-2]
+        if repeat.get("type") != "RECORD":
+            return None
+        between: list[dict[str, Any]] = []
+        for message in reversed(messages[:-2]):
+            if message.get("type") == "RECORD":
+                break
+            between.append(message)
+        else:
+            return None
+        earlier = message
+        states = [m for m in between if m.get("type") == "STATE"]
+        if not states or states[0] != messages[-1]:
+            return None
+        if any(m.get("type") not in ("STATE", "ACTIVATE_VERSION") for m in between):
+            return None
+
+        def written(message: dict[str, Any]) -> tuple[Any, ...]:
+            # On the SDK's record path the repeat is stamped with a later time_extracted.
+            return message["stream"], message["record"], message.get("version")
+
+        return repeat if written(earlier) == written(repeat) else None
 
     @property
     def states(self) -> list[dict[str, Any]]:

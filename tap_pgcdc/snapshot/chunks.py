@@ -119,6 +119,7 @@ class JsonSnapshot:
             )
         self.query = ChunkQuery(table, (record_sql(fields, meta),), chunk_size)
         self.rows = 0  # records written
+        self.last_line = ""  # the last record line written, newline included
         _reuse_freed_memory()
 
     def _write(self, chunk: _Chunk, counter: Counter) -> None:
@@ -126,7 +127,9 @@ class JsonSnapshot:
         text = "".join((head, (tail + head).join([row[0] for row in chunk.rows]), tail))
         if MARKER_START in text:
             text = resolve_markers(text, self.converters)
-        self.lines.write(ascii_json(text))
+        text = ascii_json(text)
+        self.lines.write(text)
+        self.last_line = text[text.rfind("\n", 0, len(text) - 1) + 1 :]
         counter.increment(len(chunk.rows))
         self.rows += len(chunk.rows)
 

@@ -91,19 +91,7 @@ def test_tap_errors_reach_meltano_at_error_level(pipeline: Pipeline) -> None:
     )
 
 
-@pytest.mark.parametrize(
-    "rows",
-    [
-        pytest.param(
-            10,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="target-duckdb stores the STATE before the record that fills its batch",
-            ),
-        ),
-        12,
-    ],
-)
+@pytest.mark.parametrize("rows", [10, 12])
 def test_stored_state_has_no_snapshot_marker_whatever_the_batch_size(
     pipeline: Pipeline, rows: int
 ) -> None:
