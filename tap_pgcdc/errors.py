@@ -91,6 +91,15 @@ class ServerConfigError(TapPgCdcError):
 class PrivilegeError(TapPgCdcError):
     """The role lacks a privilege the tap needs (REPLICATION, SELECT, publication ownership)."""
 
+    @classmethod
+    def refused(cls, what: str, detail: str, user: str | None) -> PrivilegeError:
+        """The error for a statement the server refused while doing `what`."""
+        return cls(
+            f"PostgreSQL refused a statement while {what}: {' '.join(detail.split())}. "
+            f"Fix: grant the privilege it names to {user!r} (see the README's Postgres "
+            "prerequisites)."
+        )
+
 
 class SlotError(TapPgCdcError):
     """The replication slot or publication is missing, foreign, busy, invalidated or behind."""

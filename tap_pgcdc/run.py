@@ -139,12 +139,8 @@ class Run:
                 raise
             raise ConnectionLost.during(self.activity, str(exc), self.config) from None
         except psycopg2.errors.InsufficientPrivilege as exc:
-            msg = (
-                f"PostgreSQL refused a statement while {self.activity}: "
-                f"{' '.join(str(exc).split())}. Fix: grant the privilege it names to "
-                f"{self.config.get('user')!r} (see the README's Postgres prerequisites)."
-            )
-            raise PrivilegeError(msg) from None
+            user = self.config.get("user")
+            raise PrivilegeError.refused(self.activity, str(exc), user) from None
         finally:
             try:
                 self._sample_slot_after(control, streams)
