@@ -23,7 +23,7 @@ import uuid
 import psycopg2
 import psycopg2.errors
 
-from tap_pgcdc import recovery, report, resnapshot
+from tap_pgcdc import filters, recovery, report, resnapshot
 from tap_pgcdc.checks import (
     bind_tables,
     full_table_warning,
@@ -32,7 +32,6 @@ from tap_pgcdc.checks import (
     log_based_candidates,
     log_positions,
     publishing,
-    record_publication,
     refuse_uncapturable,
     slot_facts,
     stale_catalog,
@@ -118,6 +117,7 @@ class Run:
         self.report = run_report or report.RunReport(settings.slot_name, settings.publication_name)
         # What the run is doing, for the message when a connection breaks.
         self.activity = "starting"
+        self.filters = filters.FilterPlan()  # each table's column list and row filter
 
     def execute(self, streams: Sequence[PgCdcStream]) -> None:
         """Snapshot what needs it, then read the slot once for every LOG_BASED stream."""
@@ -214,6 +214,10 @@ class Run:
                 self._mark_for_resnapshot(plan, log_streams, slot_missing=existing is None)
             tables = [s.table for s in log_streams]
             publication = fetch_publication(control, settings.publication_name, tables)
+            # Column lists and row filters, judged (and changed ones marked) before any change.
+            self.filters, publication = filters.prepare(
+                control, settings, streams, publication, self.logger
+            )
             # Before the publication changes: was each bookmark's table published all along?
             published = recovery.plan_publication_recovery(
                 settings.publication_name,
@@ -343,7 +347,9 @@ class Run:
             self._publish(
                 control,
                 log_streams,
-                fetch_publication(control, self.settings.publication_name, tables),
+                fetch_publication(
+                    control, self.settings.publication_name, tables, entries=self.filters.entries
+                ),
             )
             self._snapshot_log_streams(control, marked)
         self.write_state()
@@ -358,7 +364,8 @@ class Run:
         create = self.settings.create_publication
         raise_first(judge_publication(publication, create=create))
         apply_publication(control, publication, create=create)
-        record_publication(control, self.settings.publication_name, log_streams)
+        if filters.record(control, self.settings.publication_name, self.filters, log_streams):
+            self.write_state()  # the new membership of a changed entry is no gap (see record)
 
     def _resnapshot_generated(
         self, names: Sequence[str], log_streams: Sequence[PgCdcStream]

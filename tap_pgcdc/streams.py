@@ -72,6 +72,8 @@ class PgCdcStream(SQLStream):
     snapshot_lsn: int | None = None
     # Records of snapshots and reads in full written in this process (the run report's count).
     snapshot_rows: int = 0
+    # The row filter its snapshots apply (the publication's, see `filters`); None: every row.
+    row_filter: str | None = None
 
     # Set by bind_table: the converter of each column, by name; how the catalog fits the table.
     _converters: dict[str, typemap.Converter]
@@ -311,6 +313,11 @@ class PgCdcStream(SQLStream):
 
     # --- snapshot -------------------------------------------------------------------------
 
+    def deselected_columns(self) -> frozenset[str]:
+        """The table's columns outside the stream's selection (its key is always kept)."""
+        kept = set(self.get_selected_schema().get("properties", {})) | set(self.table.key)
+        return frozenset(col.name for col in self.table.columns if col.name not in kept)
+
     @property
     def chunk_size(self) -> int:
         """Rows per snapshot chunk (`snapshot_chunk_size`): a STATE follows each chunk."""
@@ -355,6 +362,7 @@ class PgCdcStream(SQLStream):
                 snapshot_lsn=self.snapshot_lsn,
                 chunk_size=self.chunk_size,
                 write_state=self.write_state,
+                where=self.row_filter,
             )
             with self.get_record_counter() as counter:
                 try:
@@ -366,7 +374,10 @@ class PgCdcStream(SQLStream):
                     self.snapshot_rows += snapshot.rows
         else:
             query = ChunkQuery(
-                self.table, tuple(quote_ident(col.name) for col in columns), self.chunk_size
+                self.table,
+                tuple(quote_ident(col.name) for col in columns),
+                self.chunk_size,
+                self.row_filter,
             )
             if self.table.key:
                 yield from self._read_by_key(conn, query, columns, progress)
