@@ -127,7 +127,7 @@ def trial_row_filters(conn: Connection, filters: Mapping[int, tuple[str, str]]) 
             try:
                 cur.execute(
                     f"CREATE PUBLICATION {quote_ident(name)} FOR TABLE ONLY {sql} "
-                    f"WHERE ({expression})"
+                    f"WHERE ({expression}) WITH (publish_via_partition_root = true)"
                 )
             except psycopg2.Error as exc:
                 cur.execute("ROLLBACK TO SAVEPOINT trial")
