@@ -112,8 +112,10 @@ def run(server: PgServer, rows: int, updates: int, rounds: int) -> None:
     done = 0
     while done < updates:
         step = min(1000, updates - done)
-        sql(f"UPDATE wide SET n = n + 1 WHERE id IN (SELECT (g % {rows}) + 1 FROM "
-            f"generate_series({done}, {done + step - 1}) g)")
+        sql(
+            f"UPDATE wide SET n = n + 1 WHERE id IN (SELECT (g % {rows}) + 1 FROM "
+            f"generate_series({done}, {done + step - 1}) g)"
+        )
         done += step
     # The slot is confirmed only to the input state's position: each round, given the same
     # state, reads the same changes again. The two alternate, so both see the same machine.
@@ -141,7 +143,9 @@ def run(server: PgServer, rows: int, updates: int, rounds: int) -> None:
             f"{counts['changes']} changes"
         )
     (with_bytes, with_s, _), (without_bytes, without_s, _) = results.values()
-    print(f"bytes saved: {1 - with_bytes / without_bytes:.1%} (ratio {without_bytes / with_bytes:.1f}x)")
+    print(
+        f"bytes saved: {1 - with_bytes / without_bytes:.1%} (ratio {without_bytes / with_bytes:.1f}x)"
+    )
     print(f"time ratio (without / with): {without_s / with_s:.2f}x")
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from tap_pgcdc import resnapshot
 from tap_pgcdc.checks import record_publication
-from tap_pgcdc.errors import ConfigError
+from tap_pgcdc.errors import ConfigError, PrivilegeError
 from tap_pgcdc.pg.quoting import quote_ident
 from tap_pgcdc.replication.filters import (
     FILTERS_SINCE,
@@ -67,7 +67,7 @@ def plan_filters(
     settings: Settings,
     streams: Sequence[PgCdcStream],
     publication: PublicationFacts,
-    logger: logging.Logger,
+    logger: logging.Logger | None = None,
 ) -> FilterPlan:
     """Decide every LOG_BASED stream's entry; refuse a filter the server cannot apply safely.
 
@@ -78,16 +78,8 @@ def plan_filters(
     """
     version = publication.server_version
     filters = dict(settings.row_filters)
+    refuse_full_table(settings, streams)
     log_streams = [s for s in streams if s.is_log_based]
-    full = {s.name for s in streams if not s.is_log_based}
-    other = sorted(name for name in filters if name in full)
-    if other:
-        msg = (
-            f"row_filters is set for {', '.join(other)}, which {'is' if len(other) == 1 else 'are'}"
-            " not LOG_BASED: row filters are applied by the publication. Fix: remove them "
-            "from row_filters, or set the stream's replication-method to LOG_BASED."
-        )
-        raise ConfigError(msg)
     filtered = [s for s in log_streams if s.name in filters]
     problem = version_problem([s.name for s in filtered], version)
     if problem is None:
@@ -119,12 +111,29 @@ def plan_filters(
     return FilterPlan(entries=entries, wheres=wheres, changed=changed)
 
 
+def refuse_full_table(settings: Settings, streams: Sequence[PgCdcStream]) -> None:
+    """A row filter is the publication's: a FULL_TABLE stream with one is an error.
+
+    Raises:
+        ConfigError: row_filters names a selected FULL_TABLE stream.
+    """
+    full = {s.name for s in streams if not s.is_log_based}
+    other = sorted(name for name in settings.row_filters if name in full)
+    if other:
+        msg = (
+            f"row_filters is set for {', '.join(other)}, which {'is' if len(other) == 1 else 'are'}"
+            " not LOG_BASED: row filters are applied by the publication. Fix: remove them "
+            "from row_filters, or set the stream's replication-method to LOG_BASED."
+        )
+        raise ConfigError(msg)
+
+
 def _managed_entries(
     control: psycopg2.extensions.connection,
     streams: Sequence[PgCdcStream],
     tables: Mapping[int, TableColumns],
     filters: dict[str, str],
-    logger: logging.Logger,
+    logger: logging.Logger | None,
 ) -> dict[int, Entry]:
     """The entries of a publication the tap manages: a column list and the parsed filter."""
     wanted = {
@@ -140,6 +149,16 @@ def _managed_entries(
         trial = trials.get(stream.table.oid)
         if trial is not None:
             expression = filters[stream.name]
+            if trial.privilege:
+                msg = (
+                    f"Cannot check row_filters for stream {stream.name} on {table.display}: "
+                    f"{trial.error} Checking a row filter (and listing the table with it) needs "
+                    "what managing the publication needs: the CREATE privilege on the database "
+                    "and ownership of the table. Nothing was changed. Fix: run the tap as the "
+                    "table's owner, or set create_publication = false and have the owner list "
+                    "the table with this filter."
+                )
+                raise PrivilegeError(msg)
             if trial.error is not None:
                 msg = (
                     f"row_filters for stream {stream.name} ({expression}) is not a row filter "
@@ -154,7 +173,7 @@ def _managed_entries(
             where = trial.deparsed
         selected = set(stream.get_selected_schema().get("properties", {}))
         columns = column_list(table, selected, stream.table.key, FILTERS_SINCE)
-        if columns is not None:
+        if columns is not None and logger is not None:
             kept = kept_reasons(table, selected, stream.table.key)
             logger.info(
                 "Stream %s: the publication sends only columns %s%s.",

@@ -163,6 +163,7 @@ class Run:
         settings = self.settings
         self.activity = "checking the server, the slot and the publication"
         bind_tables(control, streams)
+        filters.refuse_full_table(settings, streams)  # before anything changes
         for warning in stale_catalog(streams):
             self.logger.warning("%s", warning)
         log_streams = [s for s in streams if s.is_log_based]

@@ -8,6 +8,7 @@ import uuid
 from dataclasses import dataclass
 
 import psycopg2
+import psycopg2.errors
 import psycopg2.extensions
 
 from tap_pgcdc.pg.connect import transaction
@@ -93,6 +94,7 @@ class Trial:
     deparsed: str = ""
     referenced: frozenset[str] = frozenset()
     error: str | None = None
+    privilege: bool = False  # refused for the role's rights, not for the expression
 
 
 _TRIAL_FACTS_SQL = """
@@ -120,7 +122,8 @@ def trial_row_filters(conn: Connection, filters: Mapping[int, tuple[str, str]]) 
         return trials
     cur = conn.cursor()
     try:
-        cur.execute("BEGIN")
+        # READ WRITE: `--test` runs it too, in its read-only session; it is rolled back.
+        cur.execute("BEGIN READ WRITE")
         for oid, (sql, expression) in filters.items():
             name = f"tap_pgcdc_trial_{uuid.uuid4().hex[:12]}"
             cur.execute("SAVEPOINT trial")
@@ -131,7 +134,10 @@ def trial_row_filters(conn: Connection, filters: Mapping[int, tuple[str, str]]) 
                 )
             except psycopg2.Error as exc:
                 cur.execute("ROLLBACK TO SAVEPOINT trial")
-                trials[oid] = Trial(error=" ".join(str(exc).split()))
+                trials[oid] = Trial(
+                    error=" ".join(str(exc).split()),
+                    privilege=isinstance(exc, psycopg2.errors.InsufficientPrivilege),
+                )
                 continue
             cur.execute(_TRIAL_FACTS_SQL, (name,))
             row = cur.fetchone()

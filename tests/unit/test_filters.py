@@ -143,9 +143,13 @@ def test_publication_sql_carries_each_entry() -> None:
     tables = [_catalog(1, "a"), _catalog(2, "b")]
     entries = {1: Entry(columns=("id", "x y"), where="(id > 1)")}
     sql = create_publication_sql("pub", tables, 150000, entries)
-    assert 'FOR TABLE ONLY "public"."a" ("id", "x y") WHERE ((id > 1)), ONLY "public"."b" WITH' in sql
+    assert (
+        'FOR TABLE ONLY "public"."a" ("id", "x y") WHERE ((id > 1)), ONLY "public"."b" WITH' in sql
+    )
     (alter,) = alter_publication_sql(_publication({}), tables, entries)
-    assert alter.startswith('ALTER PUBLICATION "pub" SET TABLE ONLY "public"."a" ("id", "x y") WHERE')
+    assert alter.startswith(
+        'ALTER PUBLICATION "pub" SET TABLE ONLY "public"."a" ("id", "x y") WHERE'
+    )
 
 
 def test_needs_change_compares_each_entry() -> None:
