@@ -39,7 +39,7 @@ from tap_pgcdc.replication.filters import (
     statement_problem,
     version_problem,
 )
-from tap_pgcdc.replication.filters_ops import fetch_table_columns, trial_row_filters
+from tap_pgcdc.replication.filters_ops import Trial, fetch_table_columns, trial_row_filters
 from tap_pgcdc.state import FILTER_KEY, recorded_publication
 
 if t.TYPE_CHECKING:
@@ -92,7 +92,13 @@ def plan_filters(
         return FilterPlan()
     tables = fetch_table_columns(control, [s.table.oid for s in log_streams])
     if settings.create_publication:
-        entries = _managed_entries(control, log_streams, tables, filters, logger)
+        owned = publication.publication is not None and publication.publication.owned
+        trials = trial_row_filters(
+            control,
+            {s.table.oid: (s.table.quoted_name, filters[s.name]) for s in filtered},
+            publication.name if owned else None,
+        )
+        entries = _managed_entries(log_streams, tables, filters, trials, logger)
     else:
         entries = _existing_entries(log_streams, filters, publication)
     changed = {}
@@ -129,17 +135,13 @@ def refuse_full_table(settings: Settings, streams: Sequence[PgCdcStream]) -> Non
 
 
 def _managed_entries(
-    control: psycopg2.extensions.connection,
     streams: Sequence[PgCdcStream],
     tables: Mapping[int, TableColumns],
     filters: dict[str, str],
+    trials: Mapping[int, Trial],
     logger: logging.Logger | None,
 ) -> dict[int, Entry]:
     """The entries of a publication the tap manages: a column list and the parsed filter."""
-    wanted = {
-        s.table.oid: (s.table.quoted_name, filters[s.name]) for s in streams if s.name in filters
-    }
-    trials = trial_row_filters(control, wanted)
     entries: dict[int, Entry] = {}
     for stream in streams:
         table = tables.get(stream.table.oid)
@@ -172,9 +174,11 @@ def _managed_entries(
                 raise ConfigError(problem)
             where = trial.deparsed
         selected = set(stream.get_selected_schema().get("properties", {}))
-        columns = column_list(table, selected, stream.table.key, FILTERS_SINCE)
+        # The log's key (replica identity) and the key the target upserts by, if it differs.
+        key = (*stream.table.key, *(stream.primary_keys or ()))
+        columns = column_list(table, selected, key, FILTERS_SINCE)
         if columns is not None and logger is not None:
-            kept = kept_reasons(table, selected, stream.table.key)
+            kept = kept_reasons(table, selected, key)
             logger.info(
                 "Stream %s: the publication sends only columns %s%s.",
                 stream.name,
@@ -193,12 +197,14 @@ def _existing_entries(
     """A publication the tap does not manage: each row filter must already be its filter."""
     publication = facts.publication
     entries: dict[int, Entry] = {}
+    if publication is None:  # the publication's judgement gives the SQL that creates it
+        return entries
     for stream in streams:
         expression = filters.get(stream.name)
         if expression is None:
             continue
         name = quote_ident(facts.name)
-        existing = publication.entry(stream.table.oid) if publication else NO_ENTRY
+        existing = publication.entry(stream.table.oid)
         if existing.where is None or not same_filter(expression, existing.where):
             has = f"has the filter ({existing.where})" if existing.where else "has no filter"
             msg = (

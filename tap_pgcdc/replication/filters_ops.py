@@ -104,18 +104,22 @@ SELECT pg_catalog.pg_get_expr(pr.prqual, pr.prrelid),
              WHERE d.classid = 'pg_catalog.pg_publication_rel'::regclass AND d.objid = pr.oid
                AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjsubid > 0)
 FROM pg_catalog.pg_publication_rel pr JOIN pg_catalog.pg_publication p ON p.oid = pr.prpubid
-WHERE p.pubname = %s
+WHERE p.pubname = %s AND pr.prrelid = %s
 """
 
 
-def trial_row_filters(conn: Connection, filters: Mapping[int, tuple[str, str]]) -> dict[int, Trial]:
+def trial_row_filters(
+    conn: Connection, filters: Mapping[int, tuple[str, str]], existing: str | None = None
+) -> dict[int, Trial]:
     """Let the server parse each row filter, in a transaction that is rolled back.
 
-    For each table OID -> (its quoted name, the expression), a publication of that table with
-    the filter is created and read back: the server checks the expression (a boolean over the
-    table's columns, only what a publication filter allows) and records which columns it
-    reads (pg_depend). Nothing outlives the transaction. Creating a publication needs what the
-    tap needs anyway to manage its publication (CREATE on the database, owning the table).
+    For each table OID -> (its quoted name, the expression), a publication listing that table
+    with the filter is made and read back: the server checks the expression (a boolean over the
+    table's columns, only what a publication filter allows) and records which columns it reads
+    (pg_depend). Nothing outlives the transaction. With `existing` (the tap's publication,
+    which its role may alter) that publication is set to the table, needing what managing it
+    needs anyway (owning the table); else a publication is created, which also needs CREATE on
+    the database.
     """
     trials: dict[int, Trial] = {}
     if not filters:
@@ -125,13 +129,18 @@ def trial_row_filters(conn: Connection, filters: Mapping[int, tuple[str, str]]) 
         # READ WRITE: `--test` runs it too, in its read-only session; it is rolled back.
         cur.execute("BEGIN READ WRITE")
         for oid, (sql, expression) in filters.items():
-            name = f"tap_pgcdc_trial_{uuid.uuid4().hex[:12]}"
+            name = existing or f"tap_pgcdc_trial_{uuid.uuid4().hex[:12]}"
+            listing = f"TABLE ONLY {sql} WHERE ({expression})"
+            statement = (
+                f"ALTER PUBLICATION {quote_ident(name)} SET {listing}; ALTER PUBLICATION "
+                f"{quote_ident(name)} SET (publish_via_partition_root = true)"
+                if existing
+                else f"CREATE PUBLICATION {quote_ident(name)} FOR {listing} "
+                "WITH (publish_via_partition_root = true)"
+            )
             cur.execute("SAVEPOINT trial")
             try:
-                cur.execute(
-                    f"CREATE PUBLICATION {quote_ident(name)} FOR TABLE ONLY {sql} "
-                    f"WHERE ({expression}) WITH (publish_via_partition_root = true)"
-                )
+                cur.execute(statement)
             except psycopg2.Error as exc:
                 cur.execute("ROLLBACK TO SAVEPOINT trial")
                 trials[oid] = Trial(
@@ -139,7 +148,7 @@ def trial_row_filters(conn: Connection, filters: Mapping[int, tuple[str, str]]) 
                     privilege=isinstance(exc, psycopg2.errors.InsufficientPrivilege),
                 )
                 continue
-            cur.execute(_TRIAL_FACTS_SQL, (name,))
+            cur.execute(_TRIAL_FACTS_SQL, (name, oid))
             row = cur.fetchone()
             assert row is not None  # just created, with that one table
             trials[oid] = Trial(deparsed=row[0], referenced=frozenset(row[1]))
