@@ -90,6 +90,20 @@ def plan_filters(
         raise ConfigError(problem)
     if version < FILTERS_SINCE:
         return FilterPlan()
+    existing = publication.publication
+    if existing is not None and existing.info.all_tables:
+        # It publishes every table whole, and the tap leaves it so: no list, no filter.
+        if filtered:
+            msg = (
+                f"row_filters is set for {', '.join(s.name for s in filtered)}, but publication "
+                f"{publication.name!r} is FOR ALL TABLES, which publishes every row of every "
+                "table and can carry no row filter. Nothing was changed. Fix: remove "
+                "row_filters, or set publication_name to a new publication, which the tap "
+                "creates for the selected tables with their filters (with on_slot_lost = "
+                "resnapshot, streams read through the old one are then snapshotted again)."
+            )
+            raise ConfigError(msg)
+        return FilterPlan()
     tables = fetch_table_columns(control, [s.table.oid for s in log_streams])
     if settings.create_publication:
         owned = publication.publication is not None and publication.publication.owned

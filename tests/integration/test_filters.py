@@ -347,3 +347,23 @@ def test_filters_on_every_major(vdb: TestDb, pg_major: int) -> None:
         # PostgreSQL 18 publishes stored generated columns; before, the tap reads them by key.
         listed = ["id", "v", "g"] if pg_major >= 18 else ["id", "v"]
         assert published_columns(vdb, "items") == listed
+
+
+def test_a_for_all_tables_publication_takes_no_filters(db: TestDb) -> None:
+    stream = "public-items"
+    db.execute("CREATE TABLE items (id int PRIMARY KEY, v text, secret text)")
+    db.execute("INSERT INTO items VALUES (1, 'a', 's'), (2, 'b', 's')")
+    db.execute(f"CREATE PUBLICATION {db.config()['publication_name']} FOR ALL TABLES")
+    catalog = catalog_for(db, stream, {"secret"})
+    run = run_tap(db.config(row_filters={stream: "id > 1"}), catalog=catalog)
+    assert run.returncode != 0 and "FOR ALL TABLES" in run.stderr and "Fix:" in run.stderr
+    assert not db.execute("SELECT 1 FROM pg_replication_slots WHERE database = current_database()")
+    # Without row_filters it is used as it is: every column travels, the tap drops `secret`.
+    target = MemoryTarget()
+    sync(db, target, catalog)
+    db.execute("UPDATE items SET v = 'c', secret = 't' WHERE id = 2")
+    run = sync(db, target, catalog)
+    assert activations(run, stream) == 0
+    assert [sorted(r) for r in run.records(stream)] == [["_sdc_deleted_at", "_sdc_lsn", "id", "v"]]
+    assert_equal(db, target, stream, "SELECT id, v FROM items ORDER BY id")
+    assert db.execute("SELECT puballtables FROM pg_publication") == [(True,)]
