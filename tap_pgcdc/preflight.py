@@ -10,12 +10,13 @@ connection it opens to test access is closed at once.
 
 from __future__ import annotations
 
+import dataclasses
 import typing as t
 from dataclasses import dataclass, field
 
 import psycopg2
 
-from tap_pgcdc import checks, recovery
+from tap_pgcdc import checks, filters, recovery
 from tap_pgcdc.errors import TapPgCdcError
 from tap_pgcdc.pg.catalog import load_tables
 from tap_pgcdc.pg.connect import connect
@@ -69,7 +70,8 @@ def check(
         report.problems.append(str(exc))
         return report
     try:
-        # Read-only: whatever a check runs, it cannot change the database.
+        # Read-only: whatever a check runs, it cannot change the database (the one exception,
+        # a row filter's trial publication, is in a transaction always rolled back).
         conn.set_session(readonly=True, autocommit=True)
         _check(config, settings, selected_streams, identity, conn, report)
     finally:
@@ -149,6 +151,17 @@ def _check(
         report.problems.append(str(exc))
     tables = [s.table for s in log_streams]
     publication = fetch_publication(conn, settings.publication_name, tables, rights=True)
+    try:
+        # As a run: judged before anything else about the publication; a stream whose filter
+        # changed is snapshotted again, so its publication membership no longer matters.
+        wanted = filters.plan_filters(conn, settings, bound, publication)
+        publication = dataclasses.replace(publication, entries=wanted.entries)
+        for name, why in wanted.changed.items():
+            report.notes.append(f"Stream {name}: {why}; a run snapshots it again.")
+        lost += tuple(wanted.changed)
+        judged = [s for s in judged if s.name not in wanted.changed]
+    except TapPgCdcError as exc:
+        report.problems.append(str(exc))
     try:
         published = recovery.plan_publication_recovery(
             settings.publication_name,

@@ -8,6 +8,7 @@ same line appended to the file named by `run_report_path`.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import logging
@@ -15,6 +16,8 @@ import sys
 import time
 import typing as t
 from dataclasses import dataclass, field
+
+import psycopg2
 
 from tap_pgcdc.pg import wal
 from tap_pgcdc.pg.lsn import format_lsn
@@ -114,6 +117,27 @@ class RunReport:
         if counts is None:
             counts = self.streams[name] = StreamCounts(method)
         return counts
+
+    def sample_after(
+        self,
+        control: psycopg2.extensions.connection,
+        streams: t.Sequence[t.Any],
+        *,
+        reads_log: bool,
+    ) -> None:
+        """The streams' snapshot counts and the slot's positions at the end of a run.
+
+        Best effort: a broken connection, or a signal that asks for a prompt exit, leaves the
+        slot's sample out. `streams` are the run's (each with `name`, `replication_method`
+        and `snapshot_rows`); `reads_log`: whether the run reads the slot at all.
+        """
+        for stream in streams:
+            counts = self.stream(stream.name, stream.replication_method)
+            counts.snapshot_rows = stream.snapshot_rows
+        if self.reason == SIGNAL or not reads_log:
+            return
+        with contextlib.suppress(psycopg2.Error):
+            self.slot_after = slot_sample(control, self.slot_name)
 
     def read_range(self, start: int, stop_lsn: int, confirm_lsn: int) -> None:
         """Where the log read starts and must end, and what it confirms (0: nothing)."""

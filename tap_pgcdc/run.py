@@ -15,7 +15,6 @@ LOG_BASED streams, after their snapshots, so the order is ours:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import typing as t
 import uuid
@@ -23,7 +22,7 @@ import uuid
 import psycopg2
 import psycopg2.errors
 
-from tap_pgcdc import logical_messages, recovery, report, resnapshot
+from tap_pgcdc import filters, logical_messages, recovery, report, resnapshot
 from tap_pgcdc.checks import (
     bind_tables,
     full_table_warning,
@@ -32,7 +31,6 @@ from tap_pgcdc.checks import (
     log_based_candidates,
     log_positions,
     publishing,
-    record_publication,
     refuse_uncapturable,
     slot_facts,
     stale_catalog,
@@ -123,6 +121,7 @@ class Run:
         # What the run is doing, for the message when a connection breaks.
         self.activity = "starting"
         self.closing = ClosingRecord(self.report)
+        self.filters = filters.FilterPlan()  # each table's column list and row filter
 
     def execute(self, streams: Sequence[PgCdcStream]) -> None:
         """Snapshot what needs it, then read the slot once for every LOG_BASED stream."""
@@ -143,28 +142,16 @@ class Run:
             raise PrivilegeError.refused(self.activity, str(exc), user) from None
         finally:
             try:
-                self._sample_slot_after(control, streams)
+                reads_log = logical_messages.reads(streams, self.messages)
+                self.report.sample_after(control, streams, reads_log=reads_log)
             finally:
                 control.close()
-
-    def _sample_slot_after(
-        self, control: psycopg2.extensions.connection, streams: Sequence[PgCdcStream]
-    ) -> None:
-        """The report's counts and the slot's positions at the end (best effort: a broken
-        connection, or a signal that asks for a prompt exit, leaves the sample out)."""
-        run_report = self.report
-        for stream in streams:
-            counts = run_report.stream(stream.name, stream.replication_method)
-            counts.snapshot_rows = stream.snapshot_rows
-        if run_report.reason == report.SIGNAL or not logical_messages.reads(streams, self.messages):
-            return
-        with contextlib.suppress(psycopg2.Error):
-            run_report.slot_after = report.slot_sample(control, self.settings.slot_name)
 
     def _run(self, control: psycopg2.extensions.connection, streams: Sequence[PgCdcStream]) -> None:
         settings = self.settings
         self.activity = "checking the server, the slot and the publication"
         bind_tables(control, streams)
+        filters.refuse_full_table(settings, streams)  # before anything changes
         for warning in stale_catalog(streams):
             self.logger.warning("%s", warning)
         log_streams = [s for s in streams if s.is_log_based]
@@ -218,6 +205,10 @@ class Run:
                 logical_messages.forget_if_lost(self.messages, plan.lost, self.logger)
             tables = [s.table for s in log_streams]
             publication = fetch_publication(control, settings.publication_name, tables)
+            # Column lists and row filters, judged (and changed ones marked) before any change.
+            self.filters, publication = filters.prepare(
+                control, settings, streams, publication, self.logger
+            )
             # Before the publication changes: was each bookmark's table published all along?
             published = recovery.plan_publication_recovery(
                 settings.publication_name,
@@ -348,7 +339,9 @@ class Run:
             self._publish(
                 control,
                 log_streams,
-                fetch_publication(control, self.settings.publication_name, tables),
+                fetch_publication(
+                    control, self.settings.publication_name, tables, entries=self.filters.entries
+                ),
             )
             self._snapshot_log_streams(control, marked)
         self.write_state()
@@ -363,7 +356,8 @@ class Run:
         create = self.settings.create_publication
         raise_first(judge_publication(publication, create=create))
         apply_publication(control, publication, create=create)
-        record_publication(control, self.settings.publication_name, log_streams)
+        if filters.record(control, self.settings.publication_name, self.filters, log_streams):
+            self.write_state()  # the new membership of a changed entry is no gap (see record)
 
     def _resnapshot_generated(
         self, names: Sequence[str], log_streams: Sequence[PgCdcStream]

@@ -9,7 +9,7 @@ from the same mapping.
 from __future__ import annotations
 
 import typing as t
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from singer_sdk import typing as th
 
@@ -168,6 +168,11 @@ CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
         description="PostgreSQL 14+: deliver the messages applications write with pg_logical_emit_message() (pgoutput's `messages` option) as the stream `pg_logical_messages`, keeping those whose prefix is listed: an exact prefix, or one ending in `*` to keep every prefix that starts with what precedes it (`*` alone keeps all). Empty or absent (default): off, and discovery does not offer the stream. An error on older servers. Deselecting the stream turns the option off too.",
     ),
     th.Property(
+        "row_filters",
+        th.ObjectType(additional_properties=th.StringType),
+        description="PostgreSQL 15+: per LOG_BASED stream id (e.g. `public-orders`), a SQL boolean expression over its table's columns (e.g. `region = 'eu'`). The stream's snapshot reads only the rows it admits, and the publication gets it as its row filter (`WHERE`), so the server sends only their changes; an UPDATE that moves a row into or out of it arrives as an insert or a delete. It may use only replica-identity (key) columns unless the table has REPLICA IDENTITY FULL. Changing it snapshots the stream again. With create_publication = false the publication must already have exactly this filter. An error on older servers.",
+    ),
+    th.Property(
         "max_run_seconds",
         th.IntegerType,
         minimum=1,
@@ -220,6 +225,8 @@ class Settings:
     origin: str = ORIGINS[0]  # pgoutput's origin option: any, or none (local changes only)
     messages: tuple[str, ...] = ()  # prefixes of logical decoding messages kept (): off
     user: str = ""
+    # Stream id -> the SQL boolean expression of its row filter (PG15+); empty: none.
+    row_filters: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, config: Mapping[str, t.Any]) -> Settings:
@@ -246,4 +253,5 @@ class Settings:
             origin=str(given("origin", ORIGINS[0])),
             messages=tuple(str(prefix) for prefix in given("messages", ())),
             user=str(given("user", "")),
+            row_filters={str(k): str(v) for k, v in dict(given("row_filters", {})).items()},
         )

@@ -41,6 +41,8 @@ RESNAPSHOT_KEY = "resnapshot"
 PUBLICATION_KEY = "publication"
 # In a stream's bookmark: the shape of its table the target's rows follow (`pg.shape`).
 SHAPE_KEY = "shape"
+# The publication entry (column list, row filter) the bookmark's changes are read through.
+FILTER_KEY = "filter"
 # Beside the slot's identity: when the run that wrote the state started (the server's time).
 LAST_RUN_KEY = "last_run_at"
 
@@ -149,6 +151,20 @@ def check_bookmark(stream: str, bookmark: dict[str, t.Any]) -> None:
         and _is_int(published.get("member"))
     ):
         msg = f"State bookmark for {stream!r} has an invalid {PUBLICATION_KEY} {published!r}. {fix}"
+        raise StateError(msg)
+    entry = bookmark.get(FILTER_KEY)
+    if entry is not None and not (
+        isinstance(entry, dict)
+        and isinstance(entry.get("where"), str | None)
+        and (
+            entry.get("columns") is None
+            or (
+                isinstance(entry["columns"], list)
+                and all(isinstance(c, str) for c in entry["columns"])
+            )
+        )
+    ):
+        msg = f"State bookmark for {stream!r} has an invalid {FILTER_KEY} {entry!r}. {fix}"
         raise StateError(msg)
     shape = bookmark.get(SHAPE_KEY)
     if shape is not None and not _is_shape(shape):

@@ -76,6 +76,8 @@ class PgCdcStream(SQLStream):
     # which `repeat_last_snapshot_record` writes again.
     _last_snapshot_line: str = ""
     _last_snapshot_record: dict[str, t.Any] | None = None
+    # The row filter its snapshots apply (the publication's, see `filters`); None: every row.
+    row_filter: str | None = None
 
     # Set by bind_table: the converter of each column, by name; how the catalog fits the table.
     _converters: dict[str, typemap.Converter]
@@ -315,6 +317,11 @@ class PgCdcStream(SQLStream):
 
     # --- snapshot -------------------------------------------------------------------------
 
+    def deselected_columns(self) -> frozenset[str]:
+        """The table's columns outside the stream's selection (its key is always kept)."""
+        kept = set(self.get_selected_schema().get("properties", {})) | set(self.table.key)
+        return frozenset(col.name for col in self.table.columns if col.name not in kept)
+
     @property
     def chunk_size(self) -> int:
         """Rows per snapshot chunk (`snapshot_chunk_size`): a STATE follows each chunk."""
@@ -360,6 +367,7 @@ class PgCdcStream(SQLStream):
                 snapshot_lsn=self.snapshot_lsn,
                 chunk_size=self.chunk_size,
                 write_state=self.write_state,
+                where=self.row_filter,
             )
             with self.get_record_counter() as counter:
                 try:
@@ -372,7 +380,10 @@ class PgCdcStream(SQLStream):
                     self._last_snapshot_line = snapshot.last_line
         else:
             query = ChunkQuery(
-                self.table, tuple(quote_ident(col.name) for col in columns), self.chunk_size
+                self.table,
+                tuple(quote_ident(col.name) for col in columns),
+                self.chunk_size,
+                self.row_filter,
             )
             if self.table.key:
                 yield from self._read_by_key(conn, query, columns, progress)

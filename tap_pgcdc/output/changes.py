@@ -126,12 +126,20 @@ class StreamSink:
             # stream's position, or one created during the run, which the shape check after
             # the read snapshots (see Run._after_read).
             return None
-        if not same_shape(message, stream.table):
+        # Deselected columns a publication's column list leaves out (PG15+) are no difference.
+        left_out = stream.deselected_columns() - {col.name for col in message.columns}
+        if not same_shape(message, stream.table, left_out):
             current = load_table(self.lookup_conn, message.relation_id)
             wanted = unknown_types(message, stream.table, current)
             types = resolve_types(self.lookup_conn, wanted) if wanted else {}
             new_table = adopt(
-                message, stream.table, current, types, self._format_types, stream.catalog_key
+                message,
+                stream.table,
+                current,
+                types,
+                self._format_types,
+                stream.catalog_key,
+                left_out,
             )
             self.logger.info("Schema of %s changed in the log; sending a new SCHEMA.", stream.name)
             stream.replace_schema(new_table)
@@ -141,7 +149,7 @@ class StreamSink:
             message,
             [stream.converter_for(col.name) for col in message.columns],
             table.key,
-            [col.name for col in table.columns if col.name not in sent],
+            [col.name for col in table.columns if col.name not in sent | left_out],
         )
         return ChangeTarget(stream_name=stream.name, stream=stream, plan=plan, sink=self)
 

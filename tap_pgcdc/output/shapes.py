@@ -18,7 +18,7 @@ import typing as t
 from tap_pgcdc.pg.catalog import ColumnInfo, TableInfo
 
 if t.TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Collection, Mapping, Sequence
 
     from tap_pgcdc.replication.messages import Relation
     from tap_pgcdc.typemap import PgType
@@ -49,17 +49,18 @@ def _matches(known: ColumnInfo | None, type_oid: int, typmod: int) -> bool:
     return known is not None and known.type.oid == type_oid and known.typmod == typmod
 
 
-def same_shape(message: Relation, table: TableInfo) -> bool:
+def same_shape(message: Relation, table: TableInfo, absent: Collection[str] = ()) -> bool:
     """Whether the message describes `table`: same columns, types and key.
 
     Generated columns absent from the message are not a difference: pgoutput before PostgreSQL
-    18 never sends them (the change writer reads them by key).
+    18 never sends them (the change writer reads them by key). Nor are the `absent` ones: the
+    deselected columns a publication's column list leaves out.
     """
     existing = {col.name: col for col in table.columns}
     sent = {col.name for col in message.columns}
     return (
         all(_matches(existing.get(c.name), c.type_oid, c.atttypmod) for c in message.columns)
-        and all(col.name in sent or col.generated for col in table.columns)
+        and all(col.name in sent or col.generated or col.name in absent for col in table.columns)
         and relation_key(message, table.key) == tuple(table.key)
     )
 
@@ -77,6 +78,7 @@ def adopt(
     types: Mapping[int, PgType],
     format_types: Callable[[Sequence[tuple[int, int]]], Mapping[tuple[int, int], str]],
     catalog_key: Sequence[str] = (),
+    absent: Collection[str] = (),
 ) -> TableInfo:
     """The table the message's changes conform to (see the module docstring).
 
@@ -88,6 +90,7 @@ def adopt(
         types: The resolved types of `unknown_types(message, table, current)`.
         format_types: `format_type()` of (type OID, typmod) pairs, one query for all.
         catalog_key: The input catalog's key_properties, the last resort of `relation_key`.
+        absent: Deselected columns the publication's column list leaves out: kept as they are.
     """
     existing = {col.name: col for col in table.columns}
     catalog = {col.name: col for col in current.columns} if current else {}
@@ -124,7 +127,11 @@ def adopt(
         adopted.append(found)
     sent = {col.name for col in message.columns}
     # Generated columns are never in the log before PG 18: keep them, fill them by key.
-    not_sent = [col for col in (current or table).columns if col.generated and col.name not in sent]
+    not_sent = [
+        col
+        for col in (current or table).columns
+        if (col.generated or col.name in absent) and col.name not in sent
+    ]
     return dataclasses.replace(
         table,
         columns=tuple(adopted + not_sent),

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from tap_pgcdc.errors import ConfigError, PrivilegeError, SlotError, TapPgCdcError
 from tap_pgcdc.pg.catalog import RELKIND_PARTITIONED, RELKIND_TABLE
 from tap_pgcdc.pg.quoting import quote_ident, quote_literal
+from tap_pgcdc.replication.filters import NO_ENTRY, Entry
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
@@ -70,6 +71,12 @@ class Publication:
     # pg_publication_namespace for FOR TABLES IN SCHEMA): a new one when it is removed and
     # added again, so a gap in its membership shows (see `membership`).
     members: Mapping[int, int] = field(default_factory=dict)
+    # Table oid -> its column list and row filter, for the `filtered` members (PG15+).
+    entries: Mapping[int, Entry] = field(default_factory=dict)
+
+    def entry(self, oid: int) -> Entry:
+        """The member's column list and row filter (none: the whole table)."""
+        return self.entries.get(oid, NO_ENTRY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +122,9 @@ class PublicationFacts:
     publication: Publication | None
     # None: not read (a run), so the judgement leaves privileges to the server's refusal.
     rights: PublicationRights | None = None
+    # Table oid -> the column list and row filter the publication is to have for it (PG15+,
+    # `filters`); a table not here is listed whole.
+    entries: Mapping[int, Entry] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +190,7 @@ def judge_publication(facts: PublicationFacts, *, create: bool) -> list[TapPgCdc
         return [error]
     publication = facts.publication
     if publication is None:
-        sql = create_publication_sql(facts.name, selected, facts.server_version)
+        sql = create_publication_sql(facts.name, selected, facts.server_version, facts.entries)
         if not create:
             return [SlotError(_missing_message(facts, sql))]
         return _rights_problems(facts, selected, sql, creating=True)
@@ -189,15 +199,15 @@ def judge_publication(facts: PublicationFacts, *, create: bool) -> list[TapPgCdc
     if options is not None:
         problems.append(options)
     generated = create and needs_generated_option(publication.info, facts.server_version)
-    listing = needs_change(publication, selected)
+    listing = needs_change(publication, selected, facts.entries)
     if not listing and not generated:
         return problems
     if not create:
-        coverage = _coverage_problem(publication, selected)
+        coverage = _coverage_problem(publication, selected, facts.entries)
         if coverage is not None:
             problems.append(coverage)
         return problems
-    statements = alter_publication_sql(publication, selected) if listing else []
+    statements = alter_publication_sql(publication, selected, facts.entries) if listing else []
     if generated:
         statements.append(generated_option_sql(publication.info.name))
     if not publication.owned:
@@ -253,13 +263,21 @@ def selection(facts: PublicationFacts) -> tuple[list[CatalogTable], ConfigError 
     return list(selected.values()), None
 
 
-def needs_change(publication: Publication, selected: Sequence[CatalogTable]) -> bool:
-    """Whether a managed publication must be altered to list exactly `selected`."""
+def needs_change(
+    publication: Publication,
+    selected: Sequence[CatalogTable],
+    entries: Mapping[int, Entry] | None = None,
+) -> bool:
+    """Whether a managed publication must be altered to list exactly `selected` (each with its
+    column list and row filter in `entries`)."""
     if publication.info.all_tables:
         return False
     wanted = {table.oid for table in selected}
     exact = set(publication.tables) == wanted and not publication.schemas
-    return not (exact and not publication.filtered)
+    entries = entries or {}
+    return not (
+        exact and all(publication.entry(oid) == entries.get(oid, NO_ENTRY) for oid in wanted)
+    )
 
 
 def needs_generated_option(info: PublicationInfo, version: int) -> bool:
@@ -315,7 +333,7 @@ def _publish_options_problem(
 
 
 def _coverage_problem(
-    publication: Publication, selected: Sequence[CatalogTable]
+    publication: Publication, selected: Sequence[CatalogTable], entries: Mapping[int, Entry]
 ) -> SlotError | None:
     """Without create_publication: every selected table must be published, and in full."""
     name = publication.info.name
@@ -333,7 +351,12 @@ def _coverage_problem(
         )
         return SlotError(msg)
     covering = {oid for table in selected for oid in (table.oid, *table.ancestors)}
-    filtered = [publication.tables[oid] for oid in sorted(publication.filtered & covering)]
+    # A member filtered as row_filters says (`entries`) is what the tap reads and snapshots.
+    filtered = [
+        publication.tables[oid]
+        for oid in sorted(publication.filtered & covering)
+        if publication.entry(oid) != entries.get(oid, NO_ENTRY)
+    ]
     if filtered:
         pub = quote_ident(name)
         readd = " ".join(
@@ -345,7 +368,9 @@ def _coverage_problem(
             f"Publication {name!r} publishes {', '.join(filtered)} with a row filter (WHERE) "
             "or a column list, so the tap would miss rows or columns, and create_publication "
             f"is false. Fix: list them in full, in one transaction: BEGIN; {readd} COMMIT; or "
-            "set create_publication = true to let the tap manage the publication."
+            "set create_publication = true to let the tap manage the publication (a row "
+            "filter without a column list is accepted when row_filters sets the same "
+            "expression for the stream)."
         )
         return SlotError(msg)
     return None
@@ -410,17 +435,25 @@ def _missing_message(facts: PublicationFacts, sql: str) -> str:
 # --- the SQL the acts run (and the messages quote) ----------------------------------------------
 
 
-def _table_list(tables: Iterable[CatalogTable]) -> str:
+def _table_list(tables: Iterable[CatalogTable], entries: Mapping[int, Entry] | None = None) -> str:
     # ONLY: without it, a table's inheritance children would join the publication too. For a
     # partitioned table it changes nothing: its partitions are covered through it.
-    return ", ".join(f"ONLY {table.sql}" for table in tables)
+    entries = entries or {}
+    return ", ".join(
+        f"ONLY {table.sql}{entries.get(table.oid, NO_ENTRY).sql()}" for table in tables
+    )
 
 
-def create_publication_sql(name: str, tables: Sequence[CatalogTable], version: int) -> str:
+def create_publication_sql(
+    name: str,
+    tables: Sequence[CatalogTable],
+    version: int,
+    entries: Mapping[int, Entry] | None = None,
+) -> str:
     """The CREATE PUBLICATION statement for exactly `tables`, with the options the tap needs."""
     sql = f"CREATE PUBLICATION {quote_ident(name)}"
     if tables:
-        sql += f" FOR TABLE {_table_list(tables)}"
+        sql += f" FOR TABLE {_table_list(tables, entries)}"
     options = f"publish = {quote_literal(PUBLISH_OPTION)}"
     if version >= 130000:
         options += ", publish_via_partition_root = true"
@@ -434,11 +467,19 @@ def generated_option_sql(name: str) -> str:
     return f"ALTER PUBLICATION {quote_ident(name)} SET ({GENERATED_OPTION});"
 
 
-def alter_publication_sql(publication: Publication, tables: Sequence[CatalogTable]) -> list[str]:
-    """Statements that make the publication list exactly `tables`."""
+def alter_publication_sql(
+    publication: Publication,
+    tables: Sequence[CatalogTable],
+    entries: Mapping[int, Entry] | None = None,
+) -> list[str]:
+    """Statements that make the publication list exactly `tables` (with their `entries`).
+
+    SET TABLE keeps the catalog row of a member whose column list and filter stay the same,
+    and creates a new one for a member whose entry changes (see `membership`).
+    """
     name = quote_ident(publication.info.name)
     if tables:
-        return [f"ALTER PUBLICATION {name} SET TABLE {_table_list(tables)};"]
+        return [f"ALTER PUBLICATION {name} SET TABLE {_table_list(tables, entries)};"]
     # SET TABLE needs at least one table: empty the publication by dropping its members.
     statements = []
     if publication.tables:

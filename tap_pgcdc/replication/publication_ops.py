@@ -19,6 +19,7 @@ from tap_pgcdc.errors import PrivilegeError, SlotError, raise_first
 from tap_pgcdc.pg.catalog import RELKIND_PARTITIONED
 from tap_pgcdc.pg.connect import transaction
 from tap_pgcdc.pg.quoting import quote_ident
+from tap_pgcdc.replication.filters import Entry
 from tap_pgcdc.replication.publication import (
     PUBLISH_GENERATED_SINCE,
     CatalogTable,
@@ -39,7 +40,7 @@ from tap_pgcdc.replication.publication import (
 )
 
 if t.TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from tap_pgcdc.pg.catalog import TableInfo
 
@@ -61,9 +62,19 @@ def _publication_sql(version: int) -> str:
 
 
 def _publication_tables_sql(version: int) -> str:
-    filtered = "pr.prqual IS NOT NULL OR pr.prattrs IS NOT NULL" if version >= 150000 else "false"
+    if version >= 150000:
+        filtered = "pr.prqual IS NOT NULL OR pr.prattrs IS NOT NULL"
+        # The column list by name in attnum order (NULL: every column), the filter as printed.
+        entry = (
+            "CASE WHEN pr.prattrs IS NULL THEN NULL ELSE ARRAY(SELECT a.attname::text FROM "
+            "pg_catalog.pg_attribute a WHERE a.attrelid = pr.prrelid AND "
+            "a.attnum = ANY(pr.prattrs::int2[]) ORDER BY a.attnum) END, "
+            "pg_catalog.pg_get_expr(pr.prqual, pr.prrelid)"
+        )
+    else:
+        filtered, entry = "false", "NULL::text[], NULL::text"
     return (
-        f"SELECT c.oid, n.nspname, c.relname, {filtered}, pr.oid "
+        f"SELECT c.oid, n.nspname, c.relname, {filtered}, pr.oid, {entry} "
         "FROM pg_catalog.pg_publication_rel pr "
         "JOIN pg_catalog.pg_class c ON c.oid = pr.prrelid "
         "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
@@ -113,7 +124,12 @@ ORDER BY 2
 
 
 def fetch_publication(
-    conn: Connection, name: str, tables: Sequence[TableInfo], *, rights: bool = False
+    conn: Connection,
+    name: str,
+    tables: Sequence[TableInfo],
+    *,
+    rights: bool = False,
+    entries: Mapping[int, Entry] | None = None,
 ) -> PublicationFacts:
     """Read the facts about publication `name` and the selected `tables`.
 
@@ -123,6 +139,7 @@ def fetch_publication(
         tables: The tables selected for LOG_BASED replication.
         rights: Also read the role's rights to create or extend the publication (for `--test`;
             a run learns them from the server's refusal, with the server's own words).
+        entries: The column list and row filter each table is to be listed with (`filters`).
     """
     version = conn.server_version
     oids = [table.oid for table in tables]
@@ -162,6 +179,7 @@ def fetch_publication(
         catalog=catalog,
         publication=publication,
         rights=found_rights,
+        entries=dict(entries or {}),
     )
 
 
@@ -185,8 +203,7 @@ def _load_publication(
         cur.execute(_PUBLICATION_SCHEMAS_SQL, (oid,))
         schema_rows = cur.fetchall()
     tables = {
-        relid: f"{quote_ident(schema)}.{quote_ident(table)}"
-        for relid, schema, table, _, _ in members
+        relid: f"{quote_ident(schema)}.{quote_ident(table)}" for relid, schema, table, *_ in members
     }
     table_oids = set(tables)
     membership: dict[int, int] = {}
@@ -194,7 +211,7 @@ def _load_publication(
         table_oids.update(schema_oids)
         membership.update(dict.fromkeys(schema_oids, member_oid))
     # Listed by name wins over listed through its schema (that row outlives the schema's).
-    membership.update({relid: member_oid for relid, _, _, _, member_oid in members})
+    membership.update({relid: member_oid for relid, _, _, _, member_oid, *_ in members})
     info = PublicationInfo(
         name=row[1],
         owner=row[2],
@@ -211,10 +228,15 @@ def _load_publication(
         info=info,
         oid=oid,
         tables=tables,
-        filtered=frozenset(relid for relid, _, _, filtered, _ in members if filtered),
+        filtered=frozenset(relid for relid, _, _, filtered, *_ in members if filtered),
         schemas=tuple(quote_ident(schema) for _, schema, _ in schema_rows),
         owned=row[9],
         members=membership,
+        entries={
+            relid: Entry(columns=None if columns is None else tuple(columns), where=where)
+            for relid, _, _, filtered, _, columns, where in members
+            if filtered
+        },
     )
 
 
@@ -250,7 +272,7 @@ def apply_publication(
     publication = facts.publication
     assert publication is not None  # judged: it exists, or was just created
     selected, _ = selection(facts)
-    if create and needs_change(publication, selected):
+    if create and needs_change(publication, selected, facts.entries):
         alter_publication(conn, facts)
         facts = _refetch(conn, facts, "altered")
         publication = facts.publication
@@ -269,7 +291,7 @@ def create_publication(conn: Connection, facts: PublicationFacts) -> None:
         PrivilegeError: The role lacks the CREATE privilege or does not own every table.
     """
     selected, _ = selection(facts)
-    sql = create_publication_sql(facts.name, selected, facts.server_version)
+    sql = create_publication_sql(facts.name, selected, facts.server_version, facts.entries)
     try:
         with transaction(conn) as cur:
             cur.execute(sql)
@@ -297,7 +319,7 @@ def alter_publication(conn: Connection, facts: PublicationFacts) -> None:
     publication = facts.publication
     assert publication is not None  # only an existing publication is altered
     selected, _ = selection(facts)
-    statements = alter_publication_sql(publication, selected)
+    statements = alter_publication_sql(publication, selected, facts.entries)
     try:
         with transaction(conn) as cur:
             for statement in statements:

@@ -87,6 +87,7 @@ class JsonSnapshot:
         snapshot_lsn: int | None,
         chunk_size: int,
         write_state: Callable[[], None],
+        where: str | None = None,
     ) -> None:
         """Prepare the snapshot query.
 
@@ -98,6 +99,7 @@ class JsonSnapshot:
             snapshot_lsn: the `_sdc_lsn` of the records (the snapshot's consistent point).
             chunk_size: rows per chunk.
             write_state: writes the tap's STATE (after each chunk: where a resumed run starts).
+            where: the stream's row filter (None: every row).
         """
         self.table = table
         self.lines = lines
@@ -117,7 +119,7 @@ class JsonSnapshot:
                 for name, value in values.items()
                 if lines.selected(name)
             )
-        self.query = ChunkQuery(table, (record_sql(fields, meta),), chunk_size)
+        self.query = ChunkQuery(table, (record_sql(fields, meta),), chunk_size, where)
         self.rows = 0  # records written
         self.last_line = ""  # the last record line written, newline included
         _reuse_freed_memory()

@@ -39,6 +39,9 @@ class ChunkQuery:
     table: TableInfo
     outputs: tuple[str, ...]
     size: int
+    # The stream's row filter (row_filters, as the server prints it): the snapshot reads the
+    # rows the publication publishes, no others.
+    where: str | None = None
 
     @property
     def _keys(self) -> str:
@@ -46,7 +49,8 @@ class ChunkQuery:
 
     @property
     def _from(self) -> str:
-        return f" FROM {self.table.quoted_name} AS {ALIAS}"
+        text = f" FROM {self.table.quoted_name} AS {ALIAS}"
+        return text if self.where is None else f"{text} WHERE ({self.where})"
 
     @property
     def whole(self) -> str:
@@ -70,7 +74,7 @@ class ChunkQuery:
                 "%s::" + self.table.column(name).sql_type.replace("%", "%%")
                 for name in self.table.key
             )
-            sql += f" WHERE ({keys}) > ({casts})"
+            sql += f" {'AND' if self.where else 'WHERE'} ({keys}) > ({casts})"
         return f"{sql} ORDER BY {keys} LIMIT {self.size}", list(after or [])
 
     def key_of(self, row: Row) -> list[str]:

@@ -157,4 +157,5 @@ def test_signal_ends_the_run_with_a_report(db: TestDb) -> None:
     records = sum(1 for line in run.stdout if line.startswith('{"type":"RECORD"'))
     # The chunks written in full; the signal may have cut the next one short in stdout.
     counted = report["streams"][STREAM]["snapshot_rows"]
-    assert 0 < counted <= records < counted + 1000, (counted, records)
+    # A chunk can be in stdout in full and not yet counted (the signal came between the two).
+    assert 0 < counted <= records <= counted + 1000, (counted, records)

@@ -727,7 +727,9 @@ def test_row_filters_and_column_lists_are_refused_or_removed(
         'Publication \'pub\' publishes "public"."plain", "public"."other" with a row '
         "filter (WHERE) or a column list, so the tap would miss rows or columns, and "
         f"create_publication is false. Fix: list them in full, in one transaction: {sql} or "
-        "set create_publication = true to let the tap manage the publication."
+        "set create_publication = true to let the tap manage the publication (a row filter "
+        "without a column list is accepted when row_filters sets the same expression for the "
+        "stream)."
     )
     assert publication_members(db, "pub") == before
     # Only the selected tables matter: a filter on a table beyond the selection is accepted.

@@ -15,6 +15,7 @@ from tap_pgcdc.errors import (
     SlotError,
     TapPgCdcError,
 )
+from tap_pgcdc.replication.filters import Entry
 from tap_pgcdc.replication.publication import (
     CatalogTable,
     Publication,
@@ -23,6 +24,7 @@ from tap_pgcdc.replication.publication import (
     PublicationRights,
     Requested,
     judge_publication,
+    needs_change,
 )
 
 
@@ -74,6 +76,8 @@ def publication(
         filtered=filtered,
         schemas=(),
         owned=owned,
+        # What the catalog holds for a filtered member: here a row filter.
+        entries={oid: Entry(where="(id > 0)") for oid in filtered},
     )
 
 
@@ -207,9 +211,18 @@ def test_a_parent_in_the_publication_covers_its_partition_but_a_filter_does_not(
             f"false. Fix: list them in full, in one transaction: BEGIN; ALTER PUBLICATION {pub} "
             f'DROP TABLE ONLY "public"."plain"; ALTER PUBLICATION {pub} ADD TABLE ONLY '
             '"public"."plain"; COMMIT; or set create_publication = true to let the tap manage '
-            "the publication.",
+            "the publication (a row filter without a column list is accepted when row_filters "
+            "sets the same expression for the stream).",
         )
     ]
+    # The same filter as row_filters sets (`PublicationFacts.entries`): accepted as it is.
+    same = dataclasses.replace(
+        pub_facts([PLAIN], filtered), entries={PLAIN.oid: Entry(where="(id > 0)")}
+    )
+    assert judge_publication(same, create=False) == []
+    # With create_publication, a member's entry that is not the wanted one is altered.
+    assert needs_change(filtered, [PLAIN, OTHER])
+    assert not needs_change(filtered, [PLAIN, OTHER], {PLAIN.oid: Entry(where="(id > 0)")})
 
 
 def test_a_publication_of_another_role_cannot_be_altered() -> None:

@@ -181,6 +181,17 @@ def test_the_bound_table_is_kept_while_the_message_describes_it() -> None:
     assert not same_shape(relation(Column(KEY, "id", INT4, -1)), bound)  # a dropped
 
 
+def test_deselected_columns_a_column_list_leaves_out_are_no_difference() -> None:
+    """PostgreSQL 15+ publications list the selected columns only (see tap_pgcdc.filters)."""
+    bound = table(ID, A_INT)
+    listed = relation(Column(KEY, "id", INT4, -1))
+    assert same_shape(listed, bound, {"a"})
+    # Real DDL with the list: the deselected column is kept as it is, never read.
+    retyped = relation(Column(KEY, "id", TEXT, -1))
+    adopted = adopt(retyped, bound, bound, {TEXT: T["text"]}, format_types, absent={"a"})
+    assert [c.name for c in adopted.columns] == ["id", "a"]
+
+
 def test_a_type_change_takes_the_messages_type() -> None:
     bound = table(ID, A_TEXT)  # the run bound the table after ALTER ... TYPE text
     message = relation(Column(KEY, "id", INT4, -1), Column(PLAIN, "a", INT4, -1))  # from before

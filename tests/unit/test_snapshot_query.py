@@ -131,3 +131,19 @@ def test_all_chunks_read_one_pass_through_a_named_cursor() -> None:
     assert conn.executed == [('SELECT "id" FROM "public"."t" AS src', None)]
     assert conn.cursor_names == ["tap_pgcdc_16500"]
     assert conn.closed_cursors == 1
+
+
+def test_a_row_filter_restricts_every_chunk() -> None:
+    """The stream's row filter (as the server prints it) is ANDed with the chunk's start."""
+    query = ChunkQuery(PAIR, ('"v"',), 100, "(v ~~ 'a%'::text)")
+    assert query.keyed(None)[0] == (
+        'SELECT "v", src."a", src."b" FROM "public"."t" AS src WHERE (('
+        'v ~~ \'a%%\'::text)) ORDER BY src."a", src."b" LIMIT 100'
+    )
+    assert query.keyed(["1", "x"])[0] == (
+        'SELECT "v", src."a", src."b" FROM "public"."t" AS src WHERE (('
+        'v ~~ \'a%%\'::text)) AND (src."a", src."b") > (%s::int4, %s::text) ORDER BY '
+        'src."a", src."b" LIMIT 100'
+    )
+    # A one-pass read runs without parameters: the filter stays as it is.
+    assert query.whole == ('SELECT "v" FROM "public"."t" AS src WHERE ((v ~~ \'a%\'::text))')
