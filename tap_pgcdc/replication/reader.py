@@ -362,6 +362,7 @@ class ReadLoop:
         # Origin, Type and logical decoding messages carry nothing a record needs.
 
     def _commit(self, message: Commit) -> None:
+        self.sink.commit()  # every record of the transaction written before its boundary
         self._begin = None
         self.summary.transactions += 1
         self._advance(message.end_lsn)

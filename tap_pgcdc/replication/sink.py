@@ -77,6 +77,14 @@ class Sink(t.Protocol):
         """
         ...
 
+    def commit(self) -> None:
+        """The open transaction committed: write whatever records of it the sink still holds.
+
+        Called at every Commit, before the loop may write STATE. A sink may hold a transaction's
+        records until then (to complete them in batches), never past it.
+        """
+        ...
+
     def write_state(self, advanced: Mapping[str, int]) -> None:
         """Write STATE: the streams in `advanced` have their bookmarks moved to the given LSN.
 
