@@ -53,6 +53,7 @@ class Lines(t.Protocol):
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _MMAP_THRESHOLD = 32 << 20  # glibc's maximum
 _TRIM_THRESHOLD = 128 << 20
+_GROUP_BYTES = 4 << 20  # lines joined into one write, about
 
 
 def _reuse_freed_memory() -> None:
@@ -122,13 +123,33 @@ class JsonSnapshot:
         _reuse_freed_memory()
 
     def _write(self, chunk: _Chunk, counter: Counter) -> None:
+        """Write a chunk's lines, joined a few MB at a time: never a copy of a whole chunk."""
         head, tail = self.lines.head, chunk.tail
-        text = "".join((head, (tail + head).join([row[0] for row in chunk.rows]), tail))
-        if MARKER_START in text:
-            text = resolve_markers(text, self.converters)
-        self.lines.write(ascii_json(text))
+        group: list[str] = []
+        size = 0
+        for row in chunk.rows:
+            record: str = row[0]
+            if len(record) >= _GROUP_BYTES:  # a large row: its own writes, no joined copy
+                self._write_text("".join(group))
+                group, size = [], 0
+                self.lines.write(head)
+                self._write_text(record)
+                self.lines.write(tail)
+                continue
+            group += (head, record, tail)
+            size += len(record)
+            if size >= _GROUP_BYTES:
+                self._write_text("".join(group))
+                group, size = [], 0
+        self._write_text("".join(group))
         counter.increment(len(chunk.rows))
         self.rows += len(chunk.rows)
+
+    def _write_text(self, text: str) -> None:
+        if MARKER_START in text:
+            text = resolve_markers(text, self.converters)
+        if text:
+            self.lines.write(ascii_json(text))
 
     def read_by_key(
         self, conn: psycopg2.extensions.connection, progress: dict[str, t.Any], counter: Counter
@@ -180,6 +201,9 @@ _DONE = object()
 def _prefetched(items: Generator[_T, None, None]) -> Iterator[_T]:
     """`items`, produced one ahead by a thread: the next chunk is read while this one is written.
 
+    One ahead only: the thread reads the next item once the consumer has taken the one before
+    (so two chunks are in memory at most, the one written and the one read).
+
     The server renders the next chunk instead of waiting for the tap to write this one (the
     driver lets go of the GIL while it waits for the server). Only the thread touches the
     connection until the iteration is over, and it is joined before this returns, also on an
@@ -192,6 +216,7 @@ def _prefetched(items: Generator[_T, None, None]) -> Iterator[_T]:
         try:
             for item in items:
                 handoff.put(item)
+                handoff.join()  # taken: read the next one while the consumer writes this one
                 if stop.is_set():
                     return
             handoff.put(_DONE)
@@ -205,6 +230,7 @@ def _prefetched(items: Generator[_T, None, None]) -> Iterator[_T]:
     try:
         while True:
             item = handoff.get()
+            handoff.task_done()
             if item is _DONE:
                 return
             if isinstance(item, _Failure):
@@ -215,6 +241,7 @@ def _prefetched(items: Generator[_T, None, None]) -> Iterator[_T]:
         while thread.is_alive():  # let a blocked put() finish, then the thread sees `stop`
             with contextlib.suppress(queue.Empty):
                 handoff.get(timeout=0.1)
+                handoff.task_done()
         thread.join()
 
 
