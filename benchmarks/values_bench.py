@@ -165,11 +165,13 @@ def large_cases(server: PgServer, db: str, args, versions, workdir: Path) -> lis
         "substring(decode(repeat(md5(random()::text), %s), 'hex') FROM 1 FOR %s)"
     )
     params = (text_bytes // 32 + 1, text_bytes, bytea_bytes // 16 + 1, bytea_bytes)
-    server.execute(insert, (1, *params), dbname=db)
     cases = []
     snap_config = base_config(server, db, "large_snap")
     snap_catalog = catalog_for(snap_config, "lv", "FULL_TABLE", {}, workdir / "s")
     snap = tap_cmd(workdir / "s", snap_config, snap_catalog, None)
+    # The interpreter: the same snapshot of the empty table.
+    cases.append(measure(Case("empty snapshot", 0), snap, versions, args.runs))
+    server.execute(insert, (1, *params), dbname=db)
     cases.append(measure(Case("large snapshot", 1), snap, versions, args.runs))
     config = base_config(server, db, "large_log")
     catalog = catalog_for(config, "lv", "LOG_BASED", {}, workdir / "l")
@@ -201,9 +203,23 @@ def report(cases: list[Case], row_mb: float | None) -> str:
             cells.append(f"{median:.2f} | {max(o.max_rss_mb for o in outs):.0f}")
         ratio = medians[0] / medians[-1] if len(medians) > 1 else 1.0
         lines.append(f"| {case.name} | " + " | ".join(cells) + f" | {ratio:.2f}x |")
+    base = {
+        name: max(o.max_rss_mb for o in case.runs[name])
+        for case in cases
+        if case.name == "empty snapshot"
+        for name in names
+    }
     for case in cases:
         outs = next(iter(case.runs.values()))
         line_mb = outs[0].longest_line / 1e6
+        if base and case.name.startswith("large"):
+            lines.append(
+                f"{case.name}: peak RSS above the interpreter's / longest line: "
+                + ", ".join(
+                    f"{name} {(max(o.max_rss_mb for o in case.runs[name]) - base[name]) * 2**20 / outs[0].longest_line:.1f}x"
+                    for name in names
+                )
+            )
         rate = f", {case.units / statistics.median(o.seconds for o in outs):,.0f}/s"
         lines.append(
             f"{case.name}: {outs[0].records} records, longest line {line_mb:.1f} MB"

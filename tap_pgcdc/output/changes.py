@@ -32,6 +32,7 @@ if t.TYPE_CHECKING:
     import psycopg2.extensions
 
     from tap_pgcdc.replication.messages import Begin, Delete, Insert, Relation, TupleData, Update
+    from tap_pgcdc.replication.protocol import Frame
     from tap_pgcdc.replication.reader import ReaderSettings, Transport
     from tap_pgcdc.streams import PgCdcStream
 
@@ -222,7 +223,7 @@ class ChangeTarget:
     sink: StreamSink  # reads what the log did not carry
     held: HeldChanges  # the stream's records waiting for values read back (see `readback`)
 
-    def change(self, frame: bytes, pos: int, begin: Begin, *, deleted: bool, key: bool) -> bool:
+    def change(self, frame: Frame, pos: int, begin: Begin, *, deleted: bool, key: bool) -> bool:
         """Write the record from the tuple's bytes; False if it needs the general path.
 
         The general path is needed for a stream on the SDK's record path, a relation with

@@ -23,6 +23,7 @@ if t.TYPE_CHECKING:
     from collections.abc import Sequence
 
     from tap_pgcdc.output.jsontext import Fragment
+    from tap_pgcdc.replication.protocol import Frame
 
 LARGE_FRAME = 1 << 20  # frames from this size are written in pieces
 
@@ -43,7 +44,7 @@ def plain_string(text: str) -> bool:
 def line_pieces(
     members: Sequence[tuple[str | None, Fragment | None]],
     converters: Sequence[typemap.Converter],
-    frame: bytes,
+    frame: Frame,
     pos: int,
 ) -> list[Piece] | None:
     """The members of the record of the TupleData at `pos` (ending `frame`), as pieces.

@@ -43,6 +43,7 @@ if t.TYPE_CHECKING:
     from tap_pgcdc.output.rawlines import Piece
     from tap_pgcdc.output.relations import RelationPlan
     from tap_pgcdc.replication.messages import Begin, TupleData
+    from tap_pgcdc.replication.protocol import Frame
 
 FAST_OUTPUT_ENV = "TAP_PGCDC_FAST_OUTPUT"
 
@@ -247,7 +248,7 @@ class RecordLines:
     def tuple_line(
         self,
         plan: RelationPlan,
-        message: bytes,
+        message: Frame,
         pos: int,
         begin: Begin,
         *,
@@ -269,6 +270,8 @@ class RecordLines:
                     return False
                 self._write_pieces(raw, pieces, begin, deleted)
                 return True
+        if not isinstance(message, bytes):  # a large frame, not written above: as bytes here
+            message = bytes(message)
         rendered = (layout.render_key if key else layout.render_new)(message, pos)
         if rendered is None or rendered[1] != len(message):
             return False

@@ -15,6 +15,7 @@ if t.TYPE_CHECKING:
     from collections.abc import Mapping
 
     from tap_pgcdc.replication.messages import Begin, Delete, Insert, Relation, Update
+    from tap_pgcdc.replication.protocol import Frame
 
 
 class RelationSink(t.Protocol):
@@ -25,7 +26,7 @@ class RelationSink(t.Protocol):
         """The stream the relation feeds: its bookmark decides which transactions it skips."""
         ...
 
-    def change(self, frame: bytes, pos: int, begin: Begin, *, deleted: bool, key: bool) -> bool:
+    def change(self, frame: Frame, pos: int, begin: Begin, *, deleted: bool, key: bool) -> bool:
         """Write a change's record straight from its bytes, if it can be (the fast path).
 
         Called once per Insert, Update without old row, and Delete, before any decoding.

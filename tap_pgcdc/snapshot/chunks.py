@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import os
 import queue
 import threading
@@ -54,6 +55,7 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _MMAP_THRESHOLD = 32 << 20  # glibc's maximum
 _TRIM_THRESHOLD = 128 << 20
 _GROUP_BYTES = 4 << 20  # lines joined into one write, about
+_CHUNK_BYTES = 32 << 20  # records of one chunk, about (see _sized_chunks)
 
 
 def _reuse_freed_memory() -> None:
@@ -161,7 +163,7 @@ class JsonSnapshot:
             progress: the stream's snapshot bookmark; its "after" is the last key written.
             counter: counts the records written.
         """
-        chunks = key_chunks(conn, self.query, progress.get("after"))
+        chunks = _sized_chunks(conn, self.query, progress.get("after"))
         for chunk in _prefetched(self._stamped(chunks)):
             if chunk.rows:
                 self._write(chunk, counter)
@@ -186,6 +188,44 @@ class JsonSnapshot:
                 if rows is None:
                     return
                 yield _Chunk(rows, tail)
+
+
+def _sized_chunks(
+    conn: psycopg2.extensions.connection, query: ChunkQuery, after: Sequence[str] | None
+) -> Generator[list[Row], None, None]:
+    """`key_chunks`, with fewer rows per chunk where rows are large: about `_CHUNK_BYTES` each.
+
+    The first chunk's size comes from the table's statistics (its size over its row count,
+    TOAST included) where they say rows are large; each later one from the largest record of
+    the chunk before. Small rows keep the configured size.
+    """
+    size = min(query.size, _fitting(_average_row_bytes(conn, query.table.oid)))
+    while True:
+        chunks = key_chunks(conn, dataclasses.replace(query, size=size), after)
+        with contextlib.closing(chunks):
+            rows = next(chunks)  # one query: this chunk only
+        yield rows
+        if len(rows) < size:
+            return
+        after = query.key_of(rows[-1])
+        size = min(query.size, _fitting(max(len(row[0]) for row in rows)))
+
+
+def _fitting(row_bytes: int) -> int:
+    """Rows of about `row_bytes` that fit in a chunk's byte budget (at least one)."""
+    return max(1, _CHUNK_BYTES // row_bytes) if row_bytes > 0 else 1 << 62
+
+
+def _average_row_bytes(conn: psycopg2.extensions.connection, oid: int) -> int:
+    """The table's size over its estimated row count (0: no statistics, or no storage)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT CASE WHEN reltuples > 0 THEN pg_catalog.pg_table_size(oid) / reltuples END"
+            " FROM pg_catalog.pg_class WHERE oid = %s",
+            (oid,),
+        )
+        row = cur.fetchone()
+    return int(row[0]) if row is not None and row[0] is not None else 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,9 @@ same data, and the target with the source.
 
 from __future__ import annotations
 
+from tap_pgcdc.pg.catalog import load_table
+from tap_pgcdc.snapshot import chunks
+from tap_pgcdc.snapshot.query import ChunkQuery
 from tests.integration.test_cdc import pg_rows
 from tests.integration.test_fast_output import assert_same_records, both
 from tests.memory_target import MemoryTarget
@@ -45,3 +48,28 @@ def test_large_rows_snapshot_insert_and_read_back(db) -> None:
     assert all(len(r["t"]) > 2_000_000 for r in records)
     target.apply(fast.messages)
     assert target.rows("public-lv") == pg_rows(db, SOURCE)
+
+
+def test_chunks_of_large_rows_hold_about_the_byte_budget(db, monkeypatch) -> None:
+    """Chunk sizes follow the rows' size: from the statistics first, then from each chunk."""
+    db.execute("CREATE TABLE sized (id int PRIMARY KEY, v text)")
+    db.execute("ALTER TABLE sized ALTER COLUMN v SET STORAGE EXTERNAL")  # its size, uncompressed
+    db.execute("INSERT INTO sized SELECT g, repeat('v', 10) FROM generate_series(1, 50) g")
+    db.execute("INSERT INTO sized SELECT g, repeat('w', 3000) FROM generate_series(51, 80) g")
+    db.execute("INSERT INTO sized SELECT g, 'x' FROM generate_series(81, 200) g")
+    monkeypatch.setattr(chunks, "_CHUNK_BYTES", 10_000)
+    conn = db.connect()
+    try:
+        oid = db.execute("SELECT 'sized'::regclass::oid")[0][0]
+        query = ChunkQuery(load_table(conn, oid), ("to_json(src)::text",), 40)
+        sizes = [len(rows) for rows in chunks._sized_chunks(conn, query, None)]
+        ids = [row[-1] for rows in chunks._sized_chunks(conn, query, None) for row in rows]
+        db.execute("ANALYZE sized")  # now the statistics size the first chunk
+        first = next(chunks._sized_chunks(conn, query, None))
+    finally:
+        conn.close()
+    assert ids == list(range(1, 201))
+    # 40 rows (small: the configured size), then 40 with the 3 kB rows among them (the size
+    # follows the chunk before), then 3 (10 000 bytes of 3 kB rows), then 40 again.
+    assert sizes == [40, 40, 3, 40, 40, 37]
+    assert len(first) < 40  # about 10 000 bytes over the table's average row
