@@ -4,8 +4,9 @@
 stream of its table (adopting a changed table shape with a new SCHEMA), and writes STATE with the
 bookmarks the loop advanced. `ChangeTarget` is one routed relation: it writes the records of its
 inserts, updates and deletes (straight from the tuple bytes where it can, see
-`tap_pgcdc.output.records`), reads values the log did not carry by key, and turns TRUNCATE into
-a new table version. `log_reader` builds the sink and the loop for one log read.
+`tap_pgcdc.output.records`), reads values the log did not carry by key (in batches, holding the
+stream's records in order: `tap_pgcdc.output.readback`), and turns TRUNCATE into a new table
+version. `log_reader` builds the sink and the loop for one log read.
 """
 
 from __future__ import annotations
@@ -17,12 +18,11 @@ import typing as t
 from dataclasses import dataclass
 
 from tap_pgcdc.output.fields import SDC_DELETED_AT, SDC_LSN
+from tap_pgcdc.output.readback import HeldChanges, read_back
 from tap_pgcdc.output.records import record_lines
 from tap_pgcdc.output.relations import RelationPlan
 from tap_pgcdc.output.shapes import adopt, same_shape, unknown_types
-from tap_pgcdc.pg.casters import raw_text_casters
 from tap_pgcdc.pg.catalog import load_table, resolve_types
-from tap_pgcdc.pg.quoting import pct, quote_ident
 from tap_pgcdc.pg.wal import current_wal_lsn
 from tap_pgcdc.replication.reader import ReadLoop
 
@@ -32,6 +32,7 @@ if t.TYPE_CHECKING:
     import psycopg2.extensions
 
     from tap_pgcdc.replication.messages import Begin, Delete, Insert, Relation, TupleData, Update
+    from tap_pgcdc.replication.protocol import Frame
     from tap_pgcdc.replication.reader import ReaderSettings, Transport
     from tap_pgcdc.replication.sink import MessageSink
     from tap_pgcdc.streams import PgCdcStream
@@ -103,13 +104,15 @@ class StreamSink:
         self._by_name = {s.name: s for s in streams}
         self._write_state = write_state
         self._warned: set[str] = set()
+        self._held: dict[str, HeldChanges] = {}
 
     def positions(self) -> dict[str, int]:
         """Every stream's bookmark as an int (0: none), for the loop to skip by."""
         return {s.name: s.log_position or 0 for s in self.streams.values()}
 
     def write_state(self, advanced: Mapping[str, int]) -> None:
-        """Move the advanced streams' bookmarks, then write STATE."""
+        """Move the advanced streams' bookmarks, then write STATE (after every held record)."""
+        self.commit()
         for name, lsn in advanced.items():
             self._by_name[name].set_log_position(lsn)
         self._write_state()
@@ -129,6 +132,8 @@ class StreamSink:
         # Deselected columns a publication's column list leaves out (PG15+) are no difference.
         left_out = stream.deselected_columns() - {col.name for col in message.columns}
         if not same_shape(message, stream.table, left_out):
+            # Held records were built with the old shape: they go before the new SCHEMA.
+            self.held(stream).flush()
             current = load_table(self.lookup_conn, message.relation_id)
             wanted = unknown_types(message, stream.table, current)
             types = resolve_types(self.lookup_conn, wanted) if wanted else {}
@@ -151,7 +156,9 @@ class StreamSink:
             table.key,
             [col.name for col in table.columns if col.name not in sent | left_out],
         )
-        return ChangeTarget(stream_name=stream.name, stream=stream, plan=plan, sink=self)
+        return ChangeTarget(
+            stream_name=stream.name, stream=stream, plan=plan, sink=self, held=self.held(stream)
+        )
 
     def _format_types(self, pairs: Sequence[tuple[int, int]]) -> dict[tuple[int, int], str]:
         with self.lookup_conn.cursor() as cur:
@@ -162,19 +169,38 @@ class StreamSink:
             )
             return {(int(o), int(m)): str(name) for o, m, name in cur.fetchall()}
 
-    def fill_missing(
+    def held(self, stream: PgCdcStream) -> HeldChanges:
+        """The stream's records held for values read back by key (one object per stream)."""
+        held = self._held.get(stream.name)
+        if held is None:
+            held = HeldChanges(
+                functools.partial(read_back, self.lookup_conn, stream),
+                functools.partial(_write_change, stream),
+            )
+            self._held[stream.name] = held
+        return held
+
+    def commit(self) -> None:
+        """The open transaction committed: write every record still held (see `readback`)."""
+        for held in self._held.values():
+            held.flush()
+
+    def hold(
         self,
         stream: PgCdcStream,
         record: dict[str, t.Any],
+        begin: Begin,
         missing: list[str],
         key_raw: tuple[t.Any, ...],
+        size: int,
     ) -> None:
-        """Read values the log did not send (unchanged TOAST, generated columns) by key.
+        """Write a record whose `missing` values the log did not send, once they are read by key.
 
         The current value may be newer than this change; that converges, because every later
         change to the row is in the log after this one. If the row is gone, the columns are left
         out of the record (never set to NULL): its delete follows later in the log.
         """
+        held = self.held(stream)
         table = stream.table
         if (
             not table.key
@@ -195,25 +221,9 @@ class StreamSink:
                     table.quoted_name,
                     table.quoted_name,
                 )
+            held.add(record, begin)
             return
-        cols = [table.column(name) for name in missing]
-        keys = [table.column(name) for name in table.key]
-        sql = (
-            # Identifiers are doubled-% escaped: the statement also carries %s parameters.
-            f"SELECT {', '.join(pct(quote_ident(c.name)) for c in cols)} "
-            f"FROM {pct(table.quoted_name)} "
-            f"WHERE ({', '.join(pct(quote_ident(k.name)) for k in keys)}) = ("
-            + ", ".join(f"%s::{k.sql_type}" for k in keys)
-            + ")"
-        )
-        raw_text_casters(self.lookup_conn, (c.type.oid for c in cols))
-        with self.lookup_conn.cursor() as cur:
-            cur.execute(sql, list(key_raw))
-            row = cur.fetchone()
-        if row is None:
-            return
-        for col, value in zip(cols, row, strict=True):
-            record[col.name] = None if value is None else stream.converter_for(col.name)(value)
+        held.add(record, begin, missing=missing, key=key_raw, size=size)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -224,16 +234,18 @@ class ChangeTarget:
     stream: PgCdcStream  # where the records go
     plan: RelationPlan  # how the relation's tuples become records
     sink: StreamSink  # reads what the log did not carry
+    held: HeldChanges  # the stream's records waiting for values read back (see `readback`)
 
-    def change(self, frame: bytes, pos: int, begin: Begin, *, deleted: bool, key: bool) -> bool:
+    def change(self, frame: Frame, pos: int, begin: Begin, *, deleted: bool, key: bool) -> bool:
         """Write the record from the tuple's bytes; False if it needs the general path.
 
         The general path is needed for a stream on the SDK's record path, a relation with
-        columns the log never carries, and whatever `RecordLines.tuple_line` declines.
+        columns the log never carries, while records of the stream are held (they keep their
+        order), and whatever `RecordLines.tuple_line` declines.
         """
         lines = record_lines(self.stream)
         plan = self.plan
-        if lines is None or plan.not_sent:
+        if lines is None or plan.not_sent or self.held.holding:
             return False
         return lines.tuple_line(plan, frame, pos, begin, deleted=deleted, key=key)
 
@@ -243,9 +255,7 @@ class ChangeTarget:
         if self._tuple(message.new, begin, deleted=False, key=False):
             return 1
         record, missing = plan.row(message.new)
-        if missing:
-            self.sink.fill_missing(self.stream, record, missing, plan.key_text(message.new))
-        self._write(_meta(record, begin, deleted=False), begin)
+        self._write_new(record, missing, message.new, begin)
         return 1
 
     def update(self, message: Update, begin: Begin) -> int:
@@ -258,20 +268,18 @@ class ChangeTarget:
             if old_key != plan.key_text(message.new):
                 # The key changed: the old row is gone under its old key.
                 old_record = plan.old_row(old, message.old_kind or "K")
-                self._write(_meta(old_record, begin, deleted=True), begin)
+                self._write(old_record, begin, deleted=True, values=old)
                 written += 1
         elif old is not None and message.old_kind == "O":
             # A table without key under REPLICA IDENTITY FULL: the row is known only by all its
             # values, so the update is the old row's deletion, then the new row.
-            self._write(_meta(plan.old_row(old, "O"), begin, deleted=True), begin)
+            self._write(plan.old_row(old, "O"), begin, deleted=True, values=old)
             written += 1
         if self._tuple(message.new, begin, deleted=False, key=False):
             return written + 1
         full_old = old if message.old_kind == "O" else None
         record, missing = plan.row(message.new, full_old)
-        if missing:
-            self.sink.fill_missing(self.stream, record, missing, plan.key_text(message.new))
-        self._write(_meta(record, begin, deleted=False), begin)
+        self._write_new(record, missing, message.new, begin)
         return written + 1
 
     def delete(self, message: Delete, begin: Begin) -> int:
@@ -280,7 +288,7 @@ class ChangeTarget:
         if self._tuple(message.old, begin, deleted=True, key=key):
             return 1
         record = self.plan.old_row(message.old, message.old_kind)
-        self._write(_meta(record, begin, deleted=True), begin)
+        self._write(record, begin, deleted=True, values=message.old)
         return 1
 
     def truncate(self, begin: Begin, lsn: int) -> None:
@@ -290,6 +298,7 @@ class ChangeTarget:
         TRUNCATE in the same transaction also drops the rows written between the two.
         """
         del begin  # the version does not depend on the transaction: see above
+        self.held.flush()  # the records before it belong to the old version
         self.stream.truncate(lsn)
 
     def _tuple(self, values: TupleData, begin: Begin, *, deleted: bool, key: bool) -> bool:
@@ -300,17 +309,43 @@ class ChangeTarget:
         """
         lines = record_lines(self.stream)
         plan = self.plan
-        if lines is None or plan.not_sent:
+        if lines is None or plan.not_sent or self.held.holding:
             return False
         return lines.change_line(plan, values, begin, deleted=deleted, key=key)
 
-    def _write(self, record: dict[str, t.Any], begin: Begin) -> None:
-        """Write a change record built as a dict, its metadata set (see `_meta`)."""
-        lines = record_lines(self.stream)
-        if lines is None:
-            self.stream.write_record(record)
+    def _write_new(
+        self, record: dict[str, t.Any], missing: list[str], values: TupleData, begin: Begin
+    ) -> None:
+        """Write a new row's record, once its `missing` values are read back by key."""
+        if missing:
+            key = self.plan.key_text(values)
+            self.sink.hold(self.stream, record, begin, missing, key, _text_size(values))
         else:
-            lines.dict_line(record, begin)
+            self._write(record, begin, deleted=False, values=values)
+
+    def _write(
+        self, record: dict[str, t.Any], begin: Begin, *, deleted: bool, values: TupleData
+    ) -> None:
+        """Write a change record built as a dict, behind the stream's held records if any."""
+        held = self.held
+        held.add(record, begin, deleted=deleted, size=_text_size(values) if held.holding else 0)
+
+
+def _write_change(
+    stream: PgCdcStream, record: dict[str, t.Any], begin: Begin, deleted: bool
+) -> None:
+    """Write a change record built as a dict, its metadata set here (see `_meta`)."""
+    _meta(record, begin, deleted=deleted)
+    lines = record_lines(stream)
+    if lines is None:
+        stream.write_record(record)
+    else:
+        lines.dict_line(record, begin)
+
+
+def _text_size(values: TupleData) -> int:
+    """About how much text a tuple holds (for the held records' byte budget)."""
+    return sum(len(v) for v in values if isinstance(v, str))
 
 
 def _meta(record: dict[str, t.Any], begin: Begin, *, deleted: bool) -> dict[str, t.Any]:

@@ -18,6 +18,7 @@ value the writer produces for the converter's result (see `tap_pgcdc.output.json
 from __future__ import annotations
 
 import datetime
+import io
 import os
 import sys
 import typing as t
@@ -30,6 +31,7 @@ from singer_sdk.streams.core import Stream
 from tap_pgcdc import sdk
 from tap_pgcdc.output.fields import SDC_DELETED_AT, SDC_LSN
 from tap_pgcdc.output.jsontext import json_string, serialize
+from tap_pgcdc.output.rawlines import LARGE_FRAME, line_pieces, plain_string
 from tap_pgcdc.output.tuples import TupleRenderer, tuple_renderer
 from tap_pgcdc.output.writer import PgCdcWriter
 
@@ -38,8 +40,10 @@ if t.TYPE_CHECKING:
     from singer_sdk.sql import SQLStream
 
     from tap_pgcdc.output.jsontext import Fragment
+    from tap_pgcdc.output.rawlines import Piece
     from tap_pgcdc.output.relations import RelationPlan
     from tap_pgcdc.replication.messages import Begin, TupleData
+    from tap_pgcdc.replication.protocol import Frame
 
 FAST_OUTPUT_ENV = "TAP_PGCDC_FAST_OUTPUT"
 
@@ -197,7 +201,22 @@ class RecordLines:
         self._stamp(begin)
         selected = self.selected
         kept = {name: value for name, value in record.items() if selected(name)}
-        self.write(self.head + serialize(kept) + self._tail)
+        if sum(len(v) for v in kept.values() if isinstance(v, str)) < LARGE_FRAME:
+            self.write(self.head + serialize(kept) + self._tail)
+            return
+        # A large record: written a member at a time, a long plain string as it is, so that no
+        # copy of the whole line (or of the record's JSON) is ever made.
+        write = self.write
+        write(self._open)
+        for i, (name, value) in enumerate(kept.items()):
+            write(("," if i else "") + json_string(name) + ":")
+            if isinstance(value, str) and len(value) >= LARGE_FRAME and plain_string(value):
+                write('"')
+                write(value)
+                write('"')
+            else:
+                write(serialize(value))
+        write("}" + self._tail)
 
     def change_line(
         self, plan: RelationPlan, values: TupleData, begin: Begin, *, deleted: bool, key: bool
@@ -229,7 +248,7 @@ class RecordLines:
     def tuple_line(
         self,
         plan: RelationPlan,
-        message: bytes,
+        message: Frame,
         pos: int,
         begin: Begin,
         *,
@@ -242,6 +261,17 @@ class RecordLines:
         path, or if bytes follow the tuple.
         """
         layout = self._layouts.get(plan) or self._layout(plan)
+        if len(message) >= LARGE_FRAME:
+            raw = _raw_stdout()
+            if raw is not None:
+                members = layout.key if key else layout.new
+                pieces = line_pieces(members, plan.converters, message, pos)
+                if pieces is None:
+                    return False
+                self._write_pieces(raw, pieces, begin, deleted)
+                return True
+        if not isinstance(message, bytes):  # a large frame, not written above: as bytes here
+            message = bytes(message)
         rendered = (layout.render_key if key else layout.render_new)(message, pos)
         if rendered is None or rendered[1] != len(message):
             return False
@@ -252,6 +282,30 @@ class RecordLines:
         sys.stdout.write(line + end)
         self._state.is_flushed = False
         return True
+
+    def _write_pieces(
+        self, raw: _BinaryOut, pieces: list[Piece], begin: Begin, deleted: bool
+    ) -> None:
+        """Write a large record's line from its pieces, straight to stdout's binary buffer.
+
+        Text already written to stdout goes first (a flush), then the pieces: the frame's slices
+        as they are (ASCII), the rest encoded as stdout encodes.
+        """
+        self._stamp(begin)
+        end = self._ends[deleted]
+        out = sys.stdout
+        out.flush()
+        if pieces:
+            first = t.cast("str", pieces[0])  # a member's prefix: its leading comma dropped
+            pieces[0] = self._open + first[1:]
+        else:
+            pieces.append(self._open)
+            end = end[1:] if end[0] == "," else end
+        pieces.append(end)
+        encoding, errors = out.encoding, out.errors or "strict"
+        for piece in pieces:
+            raw.write(piece.encode(encoding, errors) if isinstance(piece, str) else piece)
+        self._state.is_flushed = False
 
     def _write_members(self, parts: list[str], begin: Begin, deleted: bool) -> None:
         self._stamp(begin)
@@ -283,6 +337,34 @@ class RecordLines:
         )
         self._layouts[plan] = layout
         return layout
+
+
+def _raw_stdout() -> _BinaryOut | None:
+    """stdout's binary layer, if stdout is a text stream over one (not a test's capture)."""
+    raw = getattr(sys.stdout, "buffer", None)
+    if isinstance(raw, io.BufferedIOBase):
+        return raw
+    if isinstance(raw, io.RawIOBase):  # PYTHONUNBUFFERED: the file itself
+        return _WholeWrites(raw)
+    return None
+
+
+class _BinaryOut(t.Protocol):
+    def write(self, data: bytes | memoryview, /) -> int | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _WholeWrites:
+    """A raw file whose writes are retried until all is written (a pipe may take part)."""
+
+    raw: io.RawIOBase
+
+    def write(self, data: bytes | memoryview, /) -> int:
+        view = memoryview(data)
+        done = 0
+        while done < len(view):
+            done += self.raw.write(view[done:]) or 0
+        return done
 
 
 def _names(members: tuple[Member, ...]) -> list[tuple[str | None, Fragment | None]]:

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import struct
 import time
+import typing as t
 from datetime import UTC, datetime, timedelta
 
 # The Postgres epoch (2000-01-01 UTC): protocol timestamps are microseconds since it.
 PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 PG_EPOCH_OFFSET_US = 946_684_800_000_000  # microseconds from the Unix epoch to PG_EPOCH
+
+Frame: t.TypeAlias = "bytes | memoryview"
+"""A CopyData payload: bytes, or for a large one a view of the driver's copy (unsigned bytes:
+indexing gives ints, slicing gives views)."""
 
 XLOGDATA = 0x77  # 'w'
 KEEPALIVE = 0x6B  # 'k'
@@ -36,7 +41,7 @@ def pg_now_us() -> int:
     return time.time_ns() // 1000 - PG_EPOCH_OFFSET_US
 
 
-def xlogdata_start(raw: bytes) -> int:
+def xlogdata_start(raw: Frame) -> int:
     """The WAL position of the record an XLogData frame's message was decoded from.
 
     For an Insert, Update, Delete or Truncate it is the LSN of that change's own WAL record,
@@ -47,7 +52,7 @@ def xlogdata_start(raw: bytes) -> int:
     return start
 
 
-def parse_keepalive(raw: bytes) -> tuple[int, int, bool]:
+def parse_keepalive(raw: Frame) -> tuple[int, int, bool]:
     """(wal_end, send_time, reply_requested) of a primary keepalive frame."""
     wal_end, send_time, reply = _KEEPALIVE.unpack_from(raw, 1)
     return wal_end, send_time, reply

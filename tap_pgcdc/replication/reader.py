@@ -48,6 +48,7 @@ from tap_pgcdc.replication.protocol import (
     KEEPALIVE,
     XLOGDATA,
     XLOGDATA_HEADER_SIZE,
+    Frame,
     parse_keepalive,
     xlogdata_start,
 )
@@ -75,7 +76,7 @@ OUT_OF_TIME = "max_run_seconds reached"
 class Transport(t.Protocol):
     """What the loop needs from a replication stream (`replication.transport`, or a fake)."""
 
-    def read(self, timeout: float) -> bytes | None:
+    def read(self, timeout: float) -> Frame | None:
         """The next CopyData frame, or None if none arrived within `timeout` seconds."""
         ...
 
@@ -296,7 +297,7 @@ class ReadLoop:
 
     # --- messages ---------------------------------------------------------------------------
 
-    def _change(self, raw: bytes) -> bool:
+    def _change(self, raw: Frame) -> bool:
         """Hand an Insert, Update or Delete to its sink's fast path, straight from the bytes.
 
         False, with nothing done, for every other message and for changes the fast path leaves
@@ -398,6 +399,7 @@ class ReadLoop:
         self._counts[name].changes += sink.message(message, begin)
 
     def _commit(self, message: Commit) -> None:
+        self.sink.commit()  # every record of the transaction written before its boundary
         self._begin = None
         self.summary.transactions += 1
         self._advance(message.end_lsn)

@@ -22,6 +22,7 @@ if t.TYPE_CHECKING:
         Relation,
         Update,
     )
+    from tap_pgcdc.replication.protocol import Frame
 
 
 class RelationSink(t.Protocol):
@@ -32,7 +33,7 @@ class RelationSink(t.Protocol):
         """The stream the relation feeds: its bookmark decides which transactions it skips."""
         ...
 
-    def change(self, frame: bytes, pos: int, begin: Begin, *, deleted: bool, key: bool) -> bool:
+    def change(self, frame: Frame, pos: int, begin: Begin, *, deleted: bool, key: bool) -> bool:
         """Write a change's record straight from its bytes, if it can be (the fast path).
 
         Called once per Insert, Update without old row, and Delete, before any decoding.
@@ -81,6 +82,14 @@ class Sink(t.Protocol):
         """A Relation message: where its changes go from now on, or None if nothing follows it.
 
         May write what a changed table shape needs (a new SCHEMA) before returning.
+        """
+        ...
+
+    def commit(self) -> None:
+        """The open transaction committed: write whatever records of it the sink still holds.
+
+        Called at every Commit, before the loop may write STATE. A sink may hold a transaction's
+        records until then (to complete them in batches), never past it.
         """
         ...
 

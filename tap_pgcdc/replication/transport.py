@@ -23,8 +23,8 @@ import psycopg2.extras
 from tap_pgcdc.errors import ReplicationError
 from tap_pgcdc.pg.connect import connect
 from tap_pgcdc.pg.lsn import format_lsn, parse_lsn
-from tap_pgcdc.replication.libpq import libpq
-from tap_pgcdc.replication.protocol import status_update
+from tap_pgcdc.replication.libpq import LibPq, libpq
+from tap_pgcdc.replication.protocol import Frame, status_update
 
 if t.TYPE_CHECKING:
     from collections.abc import Mapping
@@ -134,8 +134,13 @@ class ReplicationStream:
         self._fd = self._conn.fileno()
         self.bytes_received = 0  # CopyData payload bytes read (the run report's figure)
 
-    def read(self, timeout: float) -> bytes | None:
-        """The next CopyData payload, or None if none arrived within `timeout` seconds."""
+    def read(self, timeout: float) -> Frame | None:
+        """The next CopyData payload, or None if none arrived within `timeout` seconds.
+
+        A payload of `BORROW_FROM` bytes or more is a view of libpq's own copy (see `_borrow`)
+        rather than a copy of it: a 90 MB row is then in memory twice (libpq's input buffer and
+        its copy), not three times.
+        """
         lib = self._lib
         n = lib.get_copy_data(self._pgconn, ctypes.byref(self._buf), 1)
         if n == 0:
@@ -149,6 +154,8 @@ class ReplicationStream:
                 return None
         if n > 0:
             self.bytes_received += n
+            if n >= BORROW_FROM:
+                return _borrow(lib, self._buf, n)
             try:
                 return ctypes.string_at(self._buf, n)
             finally:
@@ -204,3 +211,32 @@ __all__ = [
     "SnapshotSession",
     "open_replication_connection",
 ]
+
+
+BORROW_FROM = 1 << 20  # payloads from this size are views of libpq's copy (see `_borrow`)
+
+
+class _Freed:
+    """Frees a libpq buffer when the last view of it is gone."""
+
+    __slots__ = ("_lib", "_ptr")
+
+    def __init__(self, lib: LibPq, ptr: int) -> None:
+        self._lib = lib
+        self._ptr = ptr
+
+    def __del__(self) -> None:
+        self._lib.freemem(self._ptr)
+
+
+def _borrow(lib: LibPq, buf: ctypes.c_void_p, n: int) -> memoryview:
+    """A view of the `n` bytes libpq allocated at `buf`, which frees them with its last view.
+
+    The array over the buffer owns the `_Freed` that frees it, and every memoryview (slices
+    included) keeps the array alive: whoever holds a part of the payload holds the buffer, so it
+    can never be freed under a reader. `buf` itself is reused by the next read.
+    """
+    address = t.cast("int", buf.value)
+    array = (ctypes.c_char * n).from_address(address)
+    array.owner = _Freed(lib, address)  # type: ignore[attr-defined]
+    return memoryview(array).cast("B")

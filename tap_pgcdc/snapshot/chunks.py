@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import os
 import queue
 import threading
@@ -53,6 +54,9 @@ class Lines(t.Protocol):
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _MMAP_THRESHOLD = 32 << 20  # glibc's maximum
 _TRIM_THRESHOLD = 128 << 20
+_GROUP_BYTES = 4 << 20  # lines joined into one write, about
+_KEPT_LAST_BYTES = 1 << 20  # the last record kept for closing.py, if smaller (see last_line)
+_CHUNK_BYTES = 32 << 20  # records of one chunk, about (see _sized_chunks)
 
 
 def _reuse_freed_memory() -> None:
@@ -121,19 +125,58 @@ class JsonSnapshot:
             )
         self.query = ChunkQuery(table, (record_sql(fields, meta),), chunk_size, where)
         self.rows = 0  # records written
-        self.last_line = ""  # the last record line written, newline included
+        # The last record written (its JSON, head and tail), unless it is large: see last_line.
+        self._last: tuple[str, str, str] | None = None
         _reuse_freed_memory()
 
     def _write(self, chunk: _Chunk, counter: Counter) -> None:
+        """Write a chunk's lines, joined a few MB at a time: never a copy of a whole chunk."""
         head, tail = self.lines.head, chunk.tail
-        text = "".join((head, (tail + head).join([row[0] for row in chunk.rows]), tail))
-        if MARKER_START in text:
-            text = resolve_markers(text, self.converters)
-        text = ascii_json(text)
-        self.lines.write(text)
-        self.last_line = text[text.rfind("\n", 0, len(text) - 1) + 1 :]
+        group: list[str] = []
+        size = 0
+        for row in chunk.rows:
+            record: str = row[0]
+            if len(record) >= _GROUP_BYTES:  # a large row: its own writes, no joined copy
+                self._write_text("".join(group))
+                group, size = [], 0
+                self.lines.write(head)
+                self._write_text(record)
+                self.lines.write(tail)
+                continue
+            group += (head, record, tail)
+            size += len(record)
+            if size >= _GROUP_BYTES:
+                self._write_text("".join(group))
+                group, size = [], 0
+        self._write_text("".join(group))
+        last: str | None = chunk.rows[-1][0] if chunk.rows else None
+        if last is not None:
+            self._last = (head, last, tail) if len(last) < _KEPT_LAST_BYTES else None
         counter.increment(len(chunk.rows))
         self.rows += len(chunk.rows)
+
+    @property
+    def last_line(self) -> str:
+        """The last record line written (newline included); "" if none, or if it was large.
+
+        Kept for `closing.py`, which may write it again at the end of the run. A large record
+        is not kept (it would stay in memory for the rest of the run): its snapshot's resume
+        marker may then stay in a batching target's state, which costs the next run a read of
+        the last chunk again, nothing more.
+        """
+        if self._last is None:
+            return ""
+        head, record, tail = self._last
+        text = head + record + tail
+        if MARKER_START in text:
+            text = resolve_markers(text, self.converters)
+        return ascii_json(text)
+
+    def _write_text(self, text: str) -> None:
+        if MARKER_START in text:
+            text = resolve_markers(text, self.converters)
+        if text:
+            self.lines.write(ascii_json(text))
 
     def read_by_key(
         self, conn: psycopg2.extensions.connection, progress: dict[str, t.Any], counter: Counter
@@ -145,7 +188,7 @@ class JsonSnapshot:
             progress: the stream's snapshot bookmark; its "after" is the last key written.
             counter: counts the records written.
         """
-        chunks = key_chunks(conn, self.query, progress.get("after"))
+        chunks = _sized_chunks(conn, self.query, progress.get("after"))
         for chunk in _prefetched(self._stamped(chunks)):
             if chunk.rows:
                 self._write(chunk, counter)
@@ -172,6 +215,44 @@ class JsonSnapshot:
                 yield _Chunk(rows, tail)
 
 
+def _sized_chunks(
+    conn: psycopg2.extensions.connection, query: ChunkQuery, after: Sequence[str] | None
+) -> Generator[list[Row], None, None]:
+    """`key_chunks`, with fewer rows per chunk where rows are large: about `_CHUNK_BYTES` each.
+
+    The first chunk's size comes from the table's statistics (its size over its row count,
+    TOAST included) where they say rows are large; each later one from the largest record of
+    the chunk before. Small rows keep the configured size.
+    """
+    size = min(query.size, _fitting(_average_row_bytes(conn, query.table.oid)))
+    while True:
+        chunks = key_chunks(conn, dataclasses.replace(query, size=size), after)
+        with contextlib.closing(chunks):
+            rows = next(chunks)  # one query: this chunk only
+        yield rows
+        if len(rows) < size:
+            return
+        after = query.key_of(rows[-1])
+        size = min(query.size, _fitting(max(len(row[0]) for row in rows)))
+
+
+def _fitting(row_bytes: int) -> int:
+    """Rows of about `row_bytes` that fit in a chunk's byte budget (at least one)."""
+    return max(1, _CHUNK_BYTES // row_bytes) if row_bytes > 0 else 1 << 62
+
+
+def _average_row_bytes(conn: psycopg2.extensions.connection, oid: int) -> int:
+    """The table's size over its estimated row count (0: no statistics, or no storage)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT CASE WHEN reltuples > 0 THEN pg_catalog.pg_table_size(oid) / reltuples END"
+            " FROM pg_catalog.pg_class WHERE oid = %s",
+            (oid,),
+        )
+        row = cur.fetchone()
+    return int(row[0]) if row is not None and row[0] is not None else 0
+
+
 @dataclass(frozen=True, slots=True)
 class _Chunk:
     rows: list[Row]  # record JSON first
@@ -185,6 +266,9 @@ _DONE = object()
 def _prefetched(items: Generator[_T, None, None]) -> Iterator[_T]:
     """`items`, produced one ahead by a thread: the next chunk is read while this one is written.
 
+    One ahead only: the thread reads the next item once the consumer has taken the one before
+    (so two chunks are in memory at most, the one written and the one read).
+
     The server renders the next chunk instead of waiting for the tap to write this one (the
     driver lets go of the GIL while it waits for the server). Only the thread touches the
     connection until the iteration is over, and it is joined before this returns, also on an
@@ -197,6 +281,7 @@ def _prefetched(items: Generator[_T, None, None]) -> Iterator[_T]:
         try:
             for item in items:
                 handoff.put(item)
+                handoff.join()  # taken: read the next one while the consumer writes this one
                 if stop.is_set():
                     return
             handoff.put(_DONE)
@@ -210,6 +295,7 @@ def _prefetched(items: Generator[_T, None, None]) -> Iterator[_T]:
     try:
         while True:
             item = handoff.get()
+            handoff.task_done()
             if item is _DONE:
                 return
             if isinstance(item, _Failure):
@@ -220,6 +306,7 @@ def _prefetched(items: Generator[_T, None, None]) -> Iterator[_T]:
         while thread.is_alive():  # let a blocked put() finish, then the thread sees `stop`
             with contextlib.suppress(queue.Empty):
                 handoff.get(timeout=0.1)
+                handoff.task_done()
         thread.join()
 
 

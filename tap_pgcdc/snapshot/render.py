@@ -38,6 +38,7 @@ _DATE = _builtin_converter("date")
 _TIMESTAMP = _builtin_converter("timestamp")
 _TIMESTAMPTZ = _builtin_converter("timestamptz")
 _JSONB = _builtin_converter("jsonb")
+_BYTEA = _builtin_converter("bytea")
 
 MARKER_START = "\x01"
 """Opens a marker: rendered text without it needs no Python conversion."""
@@ -80,6 +81,10 @@ def _rendering(col: ColumnInfo, convert: typemap.Converter) -> tuple[str, str | 
         return f"'\"' || {x}::text || '\"'", None  # hex digits and dashes
     if base.kind == "e" and convert is str:
         return f"to_json({x}::text)::text", None
+    if oid == _OID["bytea"] and convert is _BYTEA:
+        # the converter drops the "\\x" of the hex output: the rest is hex digits, which need
+        # no escaping (and no marker: a large value is not parsed and written again in Python)
+        return f"'\"' || encode({x}, 'hex') || '\"'", None
     if oid == _OID["jsonb"] and convert is _JSONB:
         return f"{x}::text", None  # see jsontext.fragment: the same JSON value, spaced
     # Dates and times: values outside years 1 to 9999 (BC, infinities, five-digit years) are

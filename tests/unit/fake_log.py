@@ -123,6 +123,9 @@ class FakeSink:
     def write_state(self, advanced: Mapping[str, int]) -> None:
         self.events.append(("state", dict(advanced)))
 
+    def commit(self) -> None:
+        """Nothing held: the fake writes each change as it comes."""
+
 
 @dataclass
 class Run:
