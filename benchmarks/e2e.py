@@ -418,6 +418,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.updates + args.deletes > args.rows:
         parser.error("--updates + --deletes must not exceed --rows")
+    if any(n % 1000 for n in (args.updates, args.inserts, args.deletes)):
+        parser.error(
+            "--updates, --inserts and --deletes are run in 1000-row transactions: give multiples of 1000"
+        )
     args.meltano = args.meltano or args.plugins / "meltano-venv" / "bin" / "meltano"
     if not args.meltano.exists():
         args.meltano = Path("/work/main/.meltano/meltano-venv/bin/meltano")
