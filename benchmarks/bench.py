@@ -22,6 +22,7 @@ processes run outside the repository, so that it takes precedence over the insta
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -74,6 +75,7 @@ class Run:
     seconds: float
     max_rss_kb: int
     out_bytes: int = 0
+    cpu_seconds: float = 0.0  # user + system: steadier than wall time on a busy machine
 
 
 @dataclass
@@ -109,33 +111,49 @@ class Scenario:
 
 
 def run_process(
-    cmd: list[str], *, env: dict[str, str] | None = None, count_output: bool = False
+    cmd: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    count_output: bool = False,
+    stdout_path: Path | None = None,
+    stdin_path: Path | None = None,
 ) -> Run:
     """Run a command to completion: wall time, peak RSS and optionally its output size.
 
-    The command runs under benchmarks/measure.py, which times it and reads its peak RSS.
+    The command runs under benchmarks/measure.py, which times it and reads its peak RSS. Its
+    output is counted (`count_output`), written to `stdout_path` or dropped; its input is
+    `stdin_path` or nothing.
     """
-    stdout = subprocess.PIPE if count_output else subprocess.DEVNULL
-    with tempfile.TemporaryDirectory() as tmp:
-        result, errors = Path(tmp) / "result", Path(tmp) / "stderr"
-        with errors.open("wb") as err:
-            proc = subprocess.Popen(
-                [sys.executable, str(REPO / "benchmarks" / "measure.py"), str(result), *cmd],
-                stdout=stdout,
-                stderr=err,
-                env={**os.environ, **(env or {})},
-                cwd=tempfile.gettempdir(),
-            )
-            out_bytes = 0
-            if count_output:
-                assert proc.stdout is not None
-                while chunk := proc.stdout.read(1 << 20):
-                    out_bytes += len(chunk)
-            if proc.wait() != 0:
-                tail = errors.read_text(errors="replace")[-3000:]
-                raise SystemExit(f"{cmd[:4]} exited {proc.returncode}:\n{tail}")
-        seconds, max_rss_kb = result.read_text().split()
-    return Run(float(seconds), int(max_rss_kb), out_bytes)
+    with contextlib.ExitStack() as files:
+        tmp = Path(files.enter_context(tempfile.TemporaryDirectory()))
+        result, errors = tmp / "result", tmp / "stderr"
+        err = files.enter_context(errors.open("wb"))
+        stdout: Any = subprocess.DEVNULL
+        if count_output:
+            stdout = subprocess.PIPE
+        elif stdout_path is not None:
+            stdout = files.enter_context(stdout_path.open("wb"))
+        stdin: Any = subprocess.DEVNULL
+        if stdin_path is not None:
+            stdin = files.enter_context(stdin_path.open("rb"))
+        proc = subprocess.Popen(
+            [sys.executable, str(REPO / "benchmarks" / "measure.py"), str(result), *cmd],
+            stdin=stdin,
+            stdout=stdout,
+            stderr=err,
+            env={**os.environ, **(env or {})},
+            cwd=tempfile.gettempdir(),
+        )
+        out_bytes = 0
+        if count_output:
+            assert proc.stdout is not None
+            while chunk := proc.stdout.read(1 << 20):
+                out_bytes += len(chunk)
+        if proc.wait() != 0:
+            tail = errors.read_text(errors="replace")[-3000:]
+            raise SystemExit(f"{cmd[:4]} exited {proc.returncode}:\n{tail}")
+        seconds, max_rss_kb, cpu = result.read_text().split()
+    return Run(float(seconds), int(max_rss_kb), out_bytes, float(cpu))
 
 
 def tap_cmd(workdir: Path, config: dict[str, Any], catalog: dict[str, Any], state: dict | None):

@@ -2,7 +2,7 @@
 
 A small launcher, because a child's peak RSS (ru_maxrss) starts at the RSS of the process it was
 forked from: forked from this small interpreter, it is the command's own to within a few MB.
-Writes "seconds max_rss_kb" to RESULT_FILE and exits with the command's status.
+Writes "seconds max_rss_kb cpu_seconds" (user + system) to RESULT_FILE and exits with the command's status.
 """
 
 import os
@@ -20,5 +20,5 @@ if pid == 0:
 _, status, usage = os.wait4(pid, 0)
 seconds = time.perf_counter() - started
 with open(result, "w") as out:
-    out.write(f"{seconds} {usage.ru_maxrss}\n")
+    out.write(f"{seconds} {usage.ru_maxrss} {usage.ru_utime + usage.ru_stime}\n")
 sys.exit(os.waitstatus_to_exitcode(status))
