@@ -39,6 +39,7 @@ from tap_pgcdc.pg.casters import raw_text_casters
 from tap_pgcdc.pg.catalog import ColumnInfo, TableInfo, split_stream_id
 from tap_pgcdc.pg.lsn import format_lsn, parse_lsn
 from tap_pgcdc.pg.quoting import quote_ident
+from tap_pgcdc.snapshot.batch_files import batch_config, batch_files
 from tap_pgcdc.snapshot.chunks import JsonSnapshot
 from tap_pgcdc.snapshot.query import ChunkQuery, all_chunks, key_chunks
 
@@ -351,7 +352,7 @@ class PgCdcStream(SQLStream):
                 self.table,
                 columns,
                 [self._converters[col.name] for col in columns],
-                lines,
+                batch_files(self, lines) or lines,  # BATCH files under batch_config
                 snapshot_lsn=self.snapshot_lsn,
                 chunk_size=self.chunk_size,
                 write_state=self.write_state,
@@ -405,7 +406,10 @@ class PgCdcStream(SQLStream):
             if rows:
                 # Every row of this chunk has been written: resume after its last key.
                 progress["after"] = query.key_of(rows[-1])
-                self.write_state()
+                if batch_config(self) is None:
+                    # Under batch_config the rows may wait in a batch the SDK has not written
+                    # yet: its STATE after each BATCH message carries this position.
+                    self.write_state()
 
     # --- log-side events --------------------------------------------------------------------
 
