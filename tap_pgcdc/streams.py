@@ -34,18 +34,19 @@ from tap_pgcdc.catalog_fit import CatalogFit, catalog_sql_types, fit_catalog, fo
 from tap_pgcdc.connector import PgCdcConnector, table_schema
 from tap_pgcdc.errors import ConfigError
 from tap_pgcdc.output import records
+from tap_pgcdc.output.batch_files import batch_files, stream_batch_config
 from tap_pgcdc.output.fields import SDC_DELETED_AT, SDC_LSN
 from tap_pgcdc.pg.casters import raw_text_casters
 from tap_pgcdc.pg.catalog import ColumnInfo, TableInfo, split_stream_id
 from tap_pgcdc.pg.lsn import format_lsn, parse_lsn
 from tap_pgcdc.pg.quoting import quote_ident
-from tap_pgcdc.snapshot.batch_files import batch_config, batch_files
 from tap_pgcdc.snapshot.chunks import JsonSnapshot
 from tap_pgcdc.snapshot.query import ChunkQuery, all_chunks, key_chunks
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
 
+    from singer_sdk.helpers._batch import BatchConfig
     from singer_sdk.helpers.types import Context, Record
 
     from tap_pgcdc.snapshot.query import Row
@@ -312,6 +313,10 @@ class PgCdcStream(SQLStream):
 
     # --- snapshot -------------------------------------------------------------------------
 
+    def get_batch_config(self, config: t.Mapping[str, t.Any]) -> BatchConfig | None:
+        """`batch_config` where the tap writes BATCH files itself; otherwise RECORD messages."""
+        return stream_batch_config(self, super().get_batch_config(config))
+
     @property
     def chunk_size(self) -> int:
         """Rows per snapshot chunk (`snapshot_chunk_size`): a STATE follows each chunk."""
@@ -406,10 +411,7 @@ class PgCdcStream(SQLStream):
             if rows:
                 # Every row of this chunk has been written: resume after its last key.
                 progress["after"] = query.key_of(rows[-1])
-                if batch_config(self) is None:
-                    # Under batch_config the rows may wait in a batch the SDK has not written
-                    # yet: its STATE after each BATCH message carries this position.
-                    self.write_state()
+                self.write_state()
 
     # --- log-side events --------------------------------------------------------------------
 

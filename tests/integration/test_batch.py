@@ -121,7 +121,7 @@ def test_snapshot_then_log_changes(db, edge, tmp_path) -> None:
     first = run_tap(config, catalog=edge).check()
     assert len(file_records(first)[0]) == 20
     db.execute("UPDATE edge SET c_text = 'changed' WHERE \"Id\" = 100")
-    db.execute("DELETE FROM edge WHERE \"Id\" = 101")
+    db.execute('DELETE FROM edge WHERE "Id" = 101')
     insert_edge_rows(db, 200)
     second = run_tap(config, catalog=edge, state=first.final_state).check()
     # Changes from the log stay RECORD messages, in commit order; no BATCH.
@@ -146,3 +146,15 @@ def test_a_stream_with_a_version_stays_on_record_lines(db, edge, tmp_path) -> No
     plain = run_tap(db.config(), catalog=catalog).check()
     assert run.of_type("BATCH") == [] and list(tmp_path.iterdir()) == []
     assert [repr(masked(r)) for r in run.records()] == [repr(masked(r)) for r in plain.records()]
+
+
+def test_stream_maps_keep_record_messages(db, edge, tmp_path) -> None:
+    """The SDK's batch path would write records before its stream maps apply: not taken."""
+    maps = {EDGE: {"c_text": None}}
+    config = db.config(batch_config=batch(tmp_path, "gzip"), stream_maps=maps)
+    run = run_tap(config, catalog=edge).check()
+    assert run.of_type("BATCH") == [] and list(tmp_path.iterdir()) == []
+    assert "batch_config is ignored for public-edge" in run.stderr
+    plain = run_tap(db.config(stream_maps=maps), catalog=edge).check()
+    assert_same(run.records(), plain.records())
+    assert all("c_text" not in r for r in run.records())

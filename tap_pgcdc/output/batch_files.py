@@ -1,20 +1,26 @@
 """Snapshot chunks written as Singer BATCH files, under the SDK's `batch_config` (jsonl).
 
 The SDK's own batch path builds a Python record per row and serializes it again. Here each
-snapshot chunk, whose records the server renders as JSON (`chunks.JsonSnapshot`), becomes one
-file as is: the chunk's record objects, one per line, then one BATCH message naming the file,
-then the STATE that says where a resumed run starts. A STATE therefore never covers rows whose
-file is not complete and announced. A file holds exactly the record objects the RECORD path
-sends (same properties and values, `_sdc_lsn` and `_sdc_deleted_at` included), without the
-message's framing ("version", "time_extracted"), as the SDK's batch files do.
+snapshot chunk, whose records the server renders as JSON (`snapshot.chunks.JsonSnapshot`),
+becomes one file as is: the chunk's record objects, one per line, then one BATCH message naming
+the file, then the STATE that says where a resumed run starts. A STATE therefore never covers
+rows whose file is not complete and announced. A file holds exactly the record objects the
+RECORD path sends (same properties and values, `_sdc_lsn` and `_sdc_deleted_at` included),
+without the message's framing ("version", "time_extracted"), as the SDK's batch files do.
 
-Where BATCH files apply (`batch_files`): the first snapshot of a LOG_BASED stream, a stream with
-no table version. A stream with a version (a FULL_TABLE read, a re-snapshot, a TRUNCATE seen)
-stays on RECORD lines: a batch file's rows carry no version, and a target that drops the rows of
-older versions at ACTIVATE_VERSION would drop them. Changes read from the log also stay RECORD
-messages (see docs/targets.md): SDK targets load a BATCH file when its message arrives, before the
-records they hold, so the order of a change relative to the changes before it and to STATE would
-be lost.
+Where the tap does not write the files itself, records stay RECORD messages: the stream's
+`get_batch_config` is None (`stream_batch_config`), so the SDK takes its RECORD path. The SDK's
+batch path is never used: it writes records before stream maps, flattening and deselection
+apply, and gzips every file whatever `compression` says.
+
+- Not on the fast path (stream maps, flattening, nested selection, a dry-run limit): RECORD.
+- A format other than jsonl: RECORD.
+- A stream with a table version (a FULL_TABLE read, a re-snapshot, a TRUNCATE seen): RECORD
+  lines (`batch_files` returns None). A batch file's rows carry no version, and a target that
+  drops the rows of older versions at ACTIVATE_VERSION would drop them.
+- Changes read from the log: RECORD (see docs/targets.md). SDK targets load a BATCH file when
+  its message arrives, before the records they hold, so a change would lose its order relative
+  to the changes before it, and to STATE.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import typing as t
 import uuid
 
 from tap_pgcdc import sdk
+from tap_pgcdc.output.records import snapshot_lines
 
 if t.TYPE_CHECKING:
     from singer_sdk.helpers._batch import BatchConfig
@@ -35,20 +42,42 @@ if t.TYPE_CHECKING:
 # takes several times longer for a few percent less).
 GZIP_LEVEL = 1
 
+# Streams already told why their snapshot is not written as BATCH files (logged once each).
+_told: set[str] = set()
 
-def batch_config(stream: SQLStream) -> BatchConfig | None:
-    """The stream's `batch_config`, or None without one."""
-    return stream.get_batch_config(stream.config)
+
+def stream_batch_config(stream: SQLStream, found: BatchConfig | None) -> BatchConfig | None:
+    """The stream's `get_batch_config`: `found` (the SDK's), where the tap writes the files.
+
+    None (the SDK's RECORD path) without `batch_config`, or where the tap would not write the
+    stream's snapshot chunks as they are (see the module docstring).
+    """
+    if found is None:
+        return None
+    why = None
+    if found.encoding.format != "jsonl":
+        why = f"the encoding format is {found.encoding.format!r} (the tap writes jsonl)"
+    elif snapshot_lines(stream) is None:
+        why = "the SDK's record path is in effect (stream maps, flattening or nested selection)"
+    if why is None:
+        return found
+    if stream.name not in _told:
+        _told.add(stream.name)
+        stream.logger.warning(
+            "batch_config is ignored for %s: %s; its records are RECORD messages.",
+            stream.name,
+            why,
+        )
+    return None
 
 
 def batch_files(stream: SQLStream, lines: RecordLines) -> BatchFiles | None:
     """Where the stream's snapshot chunks go as BATCH files, or None to write RECORD lines.
 
-    `lines`: the stream's fast RECORD emitter (the SDK's per-record work changes nothing), whose
-    selection the files follow.
+    `lines`: the stream's fast RECORD emitter, whose selection the files follow.
     """
-    config = batch_config(stream)
-    if config is None or config.encoding.format != "jsonl":
+    config = stream.get_batch_config(stream.config)
+    if config is None:
         return None
     if sdk.table_version(stream) is not None:
         stream.logger.info(
@@ -61,7 +90,7 @@ def batch_files(stream: SQLStream, lines: RecordLines) -> BatchFiles | None:
 
 
 class BatchFiles:
-    """Writes each chunk's records to a new file, then its BATCH message (`chunks.Lines`)."""
+    """Writes each chunk's records to a new file, then its BATCH message (`snapshot.chunks.Lines`)."""
 
     head = ""  # a file line is the record object alone
 
