@@ -69,3 +69,18 @@ def test_snapshot_as_batch_files_then_changes_into_target_postgres(
     postgres_pipeline.run(**tap)
     assert sorted(root.iterdir()) == files  # the changes came as RECORD messages
     assert _assert_target_equals_source(db, target_db) == 2491
+
+
+def test_target_duckdb_refuses_batch_messages(
+    db: TestDb, pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """docs/targets.md: target-duckdb stops at the first BATCH message (if this fails, update it)."""
+    db.execute(SCHEMA_SQL)
+    root = tmp_path / "batches"
+    batch = {
+        "encoding": {"format": "jsonl", "compression": "gzip"},
+        "storage": {"root": root.as_uri()},
+    }
+    run = pipeline.run(check=False, batch_config=batch)
+    assert run.returncode != 0
+    assert "Unknown message type BATCH" in run.stderr

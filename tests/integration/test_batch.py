@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,10 @@ def test_snapshot_files_hold_the_record_paths_records(db, edge, tmp_path, compre
     # One file per chunk of 4 rows (20 rows), each named once, all in the configured root.
     assert len(paths) == len(set(paths)) == 5
     assert all(p.parent == tmp_path for p in paths)
-    assert {p.name.endswith(".json.gz") for p in paths} == {compression == "gzip"}
+    suffix = r"\.json\.gz" if compression == "gzip" else r"\.json"
+    names = [p.name for p in paths]
+    for n, name in enumerate(names, start=1):
+        assert re.fullmatch(rf"tap-pgcdc--public-edge-[0-9a-f-]{{36}}-{n}{suffix}", name), name
     # Each BATCH message is written as the SDK writes it, and followed by a STATE that resumes
     # after its file's last row; no STATE before the first file claims any row.
     kinds = [m["type"] for m in run.messages]
