@@ -58,7 +58,10 @@ def stream_batch_config(stream: SQLStream, found: BatchConfig | None) -> BatchCo
     if found.encoding.format != "jsonl":
         why = f"the encoding format is {found.encoding.format!r} (the tap writes jsonl)"
     elif snapshot_lines(stream) is None:
-        why = "the SDK's record path is in effect (stream maps, flattening or nested selection)"
+        why = (
+            "the SDK's record path is in effect "
+            "(stream maps, flattening, nested selection, a dry-run limit)"
+        )
     if why is None:
         return found
     if stream.name not in _told:
@@ -90,7 +93,7 @@ def batch_files(stream: SQLStream, lines: RecordLines) -> BatchFiles | None:
 
 
 class BatchFiles:
-    """Writes each chunk's records to a new file, then its BATCH message (`snapshot.chunks.Lines`)."""
+    """Writes each chunk's records to a new file, then its BATCH message (a `chunks.Lines`)."""
 
     head = ""  # a file line is the record object alone
 
