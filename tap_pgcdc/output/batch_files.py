@@ -30,6 +30,7 @@ import typing as t
 import uuid
 
 from tap_pgcdc import sdk
+from tap_pgcdc.errors import ConfigError
 from tap_pgcdc.output.records import snapshot_lines
 
 if t.TYPE_CHECKING:
@@ -132,6 +133,15 @@ class BatchFiles:
         if self.gzip:
             data = gzip.compress(data, compresslevel=GZIP_LEVEL, mtime=0)
         storage = self.config.storage
-        with storage.open(filename, "wb") as file:
-            file.write(data)
+        try:
+            with storage.open(filename, "wb") as file:
+                file.write(data)
+        except OSError as exc:
+            # Nothing claims these rows yet: the last STATE is where the next run resumes.
+            msg = (
+                f"Cannot write the BATCH file {filename} of {self.stream.name} in "
+                f"{storage.root}: {exc}. Fix: set batch_config.storage.root to a writable "
+                "directory (file:///path), or unset batch_config to send RECORD messages."
+            )
+            raise ConfigError(msg) from exc
         sdk.write_batch(self.stream, self.config.encoding, [storage.get_url(filename)])

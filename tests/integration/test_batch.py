@@ -162,3 +162,16 @@ def test_stream_maps_keep_record_messages(db, edge, tmp_path) -> None:
     plain = run_tap(db.config(stream_maps=maps), catalog=edge).check()
     assert_same(run.records(), plain.records())
     assert all("c_text" not in r for r in run.records())
+
+
+def test_an_unwritable_root_stops_with_the_fix_before_any_row_is_claimed(db, edge) -> None:
+    root = "file:///proc/tap-pgcdc-no-such-dir"  # cannot be created, even by root
+    config = db.config(batch_config={**batch(Path("/"), "gzip"), "storage": {"root": root}})
+    run = run_tap(config, catalog=edge)
+    assert run.returncode != 0
+    assert "Cannot write the BATCH file" in run.stderr and "Fix: set batch_config" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert run.of_type("BATCH") == [] and run.of_type("RECORD") == []
+    for state in run.states:
+        progress = state["bookmarks"].get(EDGE, {}).get("snapshot") or {}
+        assert progress.get("after") is None
