@@ -353,14 +353,15 @@ class PgCdcStream(SQLStream):
         if lines is not None:
             # Nothing the SDK does per record applies: the server renders the records' JSON
             # and they are written here, so nothing is yielded to the SDK's loop.
+            files = batch_files(self, lines)  # under batch_config: BATCH files, then STATE
             snapshot = JsonSnapshot(
                 self.table,
                 columns,
                 [self._converters[col.name] for col in columns],
-                batch_files(self, lines) or lines,  # BATCH files under batch_config
+                files or lines,
                 snapshot_lsn=self.snapshot_lsn,
                 chunk_size=self.chunk_size,
-                write_state=self.write_state,
+                write_state=files.covering(self.write_state) if files else self.write_state,
             )
             with self.get_record_counter() as counter:
                 try:
@@ -368,6 +369,8 @@ class PgCdcStream(SQLStream):
                         snapshot.read_by_key(conn, progress, counter)
                     else:
                         snapshot.read_all(conn, counter)
+                    if files:  # every chunk is followed by a STATE: nothing left open, normally
+                        files.complete()
                 finally:
                     self.snapshot_rows += snapshot.rows
         else:

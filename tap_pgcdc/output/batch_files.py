@@ -25,6 +25,7 @@ apply, and gzips every file whatever `compression` says.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import typing as t
 import uuid
@@ -34,6 +35,8 @@ from tap_pgcdc.errors import ConfigError
 from tap_pgcdc.output.records import snapshot_lines
 
 if t.TYPE_CHECKING:
+    from collections.abc import Callable
+
     from singer_sdk.helpers._batch import BatchConfig
     from singer_sdk.sql import SQLStream
 
@@ -94,7 +97,13 @@ def batch_files(stream: SQLStream, lines: RecordLines) -> BatchFiles | None:
 
 
 class BatchFiles:
-    """Writes each chunk's records to a new file, then its BATCH message (a `chunks.Lines`)."""
+    """Writes a chunk's records into a new file; before each STATE, closes and announces it.
+
+    A `chunks.Lines`: the snapshot writes each chunk's lines (in one piece or several), then
+    the STATE that resumes after it, through `covering(write_state)`, which first completes the
+    open file (closed, and moved into place by the storage's transaction) and writes the BATCH
+    message naming it. A STATE thus follows the files of every row it claims.
+    """
 
     head = ""  # a file line is the record object alone
 
@@ -108,6 +117,9 @@ class BatchFiles:
         # overwrites a file a target may not have read yet.
         self._name = f"{storage.prefix or ''}{stream.tap_name}--{stream.name}-{uuid.uuid4()}"
         self.files = 0
+        self._filename = ""
+        self._file: t.IO[bytes] | None = None  # the file being written, None between files
+        self._closing = contextlib.ExitStack()
         stream.logger.info(
             "Snapshot records of %s are written to BATCH files in %s.", stream.name, storage.root
         )
@@ -121,27 +133,56 @@ class BatchFiles:
         return "\n"
 
     def write(self, text: str) -> None:
-        """Write one chunk's complete lines as a file, then the BATCH message naming it.
+        """Append complete lines to the open file (a new one after each STATE)."""
+        try:
+            if self._file is None:
+                self._file = self._open()
+            self._file.write(text.encode())
+        except OSError as exc:
+            raise self._error(exc) from exc
 
-        The file is complete (closed, and moved into place by the storage's transaction) before
-        the message is written; the caller writes STATE after this returns.
-        """
+    def covering(self, write_state: Callable[[], None]) -> Callable[[], None]:
+        """`write_state`, preceded by the completion and BATCH message of the open file."""
+
+        def complete_then_write_state() -> None:
+            self.complete()
+            write_state()
+
+        return complete_then_write_state
+
+    def complete(self) -> None:
+        """Close the open file, if any, and write the BATCH message naming it."""
+        if self._file is None:
+            return
+        self._file = None
+        try:
+            self._closing.close()  # gzip's end, the file, then the storage's commit
+        except OSError as exc:
+            raise self._error(exc) from exc
+        url = self.config.storage.get_url(self._filename)
+        sdk.write_batch(self.stream, self.config.encoding, [url])
+
+    def _open(self) -> t.IO[bytes]:
         self.files += 1
         suffix = ".json.gz" if self.gzip else ".json"
-        filename = f"{self._name}-{self.files}{suffix}"
-        data = text.encode()
-        if self.gzip:
-            data = gzip.compress(data, compresslevel=GZIP_LEVEL, mtime=0)
-        storage = self.config.storage
-        try:
-            with storage.open(filename, "wb") as file:
-                file.write(data)
-        except OSError as exc:
-            # Nothing claims these rows yet: the last STATE is where the next run resumes.
-            msg = (
-                f"Cannot write the BATCH file {filename} of {self.stream.name} in "
-                f"{storage.root}: {exc}. Fix: set batch_config.storage.root to a writable "
-                "directory (file:///path), or unset batch_config to send RECORD messages."
-            )
-            raise ConfigError(msg) from exc
-        sdk.write_batch(self.stream, self.config.encoding, [storage.get_url(filename)])
+        self._filename = f"{self._name}-{self.files}{suffix}"
+        with contextlib.ExitStack() as stack:  # closed here only if opening fails
+            file: t.IO[bytes] = stack.enter_context(self.config.storage.open(self._filename, "wb"))
+            if self.gzip:
+                file = t.cast(
+                    "t.IO[bytes]",
+                    stack.enter_context(
+                        gzip.GzipFile(fileobj=file, mode="wb", compresslevel=GZIP_LEVEL, mtime=0)
+                    ),
+                )
+            self._closing = stack.pop_all()
+            return file
+
+    def _error(self, exc: OSError) -> ConfigError:
+        # Nothing claims these rows yet: the last STATE is where the next run resumes.
+        msg = (
+            f"Cannot write the BATCH file {self._filename} of {self.stream.name} in "
+            f"{self.config.storage.root}: {exc}. Fix: set batch_config.storage.root to a "
+            "writable directory (file:///path), or unset batch_config to send RECORD messages."
+        )
+        return ConfigError(msg)
