@@ -78,7 +78,7 @@ def snapshot_lines(stream: SQLStream) -> RecordLines | None:
 
     That loop also enforces the dry-run record limit, runs `post_process` and syncs child
     streams; the fast path is only taken when none of these is in play. Under `batch_config`
-    the caller may send the lines to BATCH files instead (`snapshot.batch_files`).
+    the caller may send the lines to BATCH files instead (`output.batch_files`).
     """
     if (
         stream.ABORT_AT_RECORD_COUNT is not None
