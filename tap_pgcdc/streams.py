@@ -315,7 +315,16 @@ class PgCdcStream(SQLStream):
 
     def get_batch_config(self, config: t.Mapping[str, t.Any]) -> BatchConfig | None:
         """`batch_config` where the tap writes BATCH files itself; otherwise RECORD messages."""
-        return stream_batch_config(self, super().get_batch_config(config))
+        try:
+            found = super().get_batch_config(config)
+        except (TypeError, ValueError) as exc:  # a part missing: the SDK's dataclass says which
+            msg = (
+                f"batch_config is incomplete ({exc}). Fix: give both "
+                '"encoding": {"format": "jsonl", "compression": "gzip" or "none"} and '
+                '"storage": {"root": "file:///path"}, or unset batch_config.'
+            )
+            raise ConfigError(msg) from None
+        return stream_batch_config(self, found)
 
     @property
     def chunk_size(self) -> int:

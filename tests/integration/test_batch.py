@@ -175,3 +175,12 @@ def test_an_unwritable_root_stops_with_the_fix_before_any_row_is_claimed(db, edg
     for state in run.states:
         progress = state["bookmarks"].get(EDGE, {}).get("snapshot") or {}
         assert progress.get("after") is None
+
+
+def test_an_incomplete_batch_config_stops_with_the_fix(db, edge, tmp_path) -> None:
+    config = db.config(batch_config={"storage": {"root": tmp_path.as_uri()}})
+    run = run_tap(config, catalog=edge)
+    assert run.returncode != 0
+    assert "batch_config is incomplete" in run.stderr and "Fix: give both" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert run.of_type("RECORD") == [] and run.of_type("BATCH") == []
