@@ -10,14 +10,18 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$REPO/scripts/setup.sh"
 cd "$REPO"
 
-# The suite runs in one process by default. TAP_PGCDC_TEST_WORKERS=N runs it on N pytest-xdist
-# workers (`--dist loadfile` keeps each test file on one worker, so its module-scoped servers start
-# once; the files start longest first, tests/conftest.py, hence --no-loadscope-reorder). On this
-# project's 2-core machine 3 workers had run a third of the suite after 16 minutes, where one
-# process runs all of it in about 25: the tests are CPU-bound (the tap, Postgres and Meltano share
-# the cores), so more workers only queue. An -n/--numprocesses or -p no:xdist among the arguments
-# is left to pytest.
-workers="${TAP_PGCDC_TEST_WORKERS:-0}"
+# The suite runs on 2 pytest-xdist workers where the machine has 2 cores or more, else in one
+# process; TAP_PGCDC_TEST_WORKERS=N chooses (0: one process). `--dist loadfile` keeps each test
+# file on one worker, so its module-scoped servers start once; the files start longest first
+# (tests/conftest.py), hence --no-loadscope-reorder. One process keeps about one core busy (the
+# tap, Postgres and Meltano wait on each other); on this project's 2-core machine 2 workers ran
+# the whole suite, slow tests included, in 18 minutes, where 3 had only queued (they are
+# CPU-bound). An -n/--numprocesses or -p no:xdist among the arguments is left to pytest.
+default_workers=0
+if [[ "$(nproc 2>/dev/null || echo 1)" -ge 2 ]]; then
+    default_workers=2
+fi
+workers="${TAP_PGCDC_TEST_WORKERS:-$default_workers}"
 parallel=(-n "$workers" --dist loadfile --no-loadscope-reorder)
 if [[ "$workers" == 0 ]]; then
     parallel=()

@@ -12,7 +12,8 @@ are the end of a snapshot (no record was written after the STATE that completed 
 snapshot's last record is written once more after it, followed by the same STATE: an upsert
 of the same row with the same values and `_sdc_lsn`, which changes nothing in any target, and
 leaves the target a record to flush at the end of input, after the completing STATE. A keyless
-stream is left alone: there a copy would be a second row.
+stream is left alone (there a copy would be a second row), and so is a snapshot sent as BATCH
+files or whose last record is large (see `JsonSnapshot.last_line`).
 """
 
 from __future__ import annotations

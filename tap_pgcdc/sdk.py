@@ -12,6 +12,7 @@ from __future__ import annotations
 import typing as t
 
 if t.TYPE_CHECKING:
+    from singer_sdk.helpers._batch import BaseBatchFileEncoding
     from singer_sdk.helpers.types import Record
     from singer_sdk.io_base import GenericSingerWriter
     from singer_sdk.sql import SQLStream
@@ -41,6 +42,11 @@ def write_state(stream: Stream) -> None:
 def write_activate_version(stream: Stream, version: int) -> None:
     """Write ACTIVATE_VERSION for `version` (the SDK writes one only for FULL_TABLE syncs)."""
     stream._write_activate_version_message(version)  # noqa: SLF001
+
+
+def write_batch(stream: Stream, encoding: BaseBatchFileEncoding, manifest: list[str]) -> None:
+    """Write a BATCH message for files already written (the SDK writes one only from its loop)."""
+    stream._write_batch_message(encoding=encoding, manifest=manifest)  # noqa: SLF001
 
 
 def table_version(stream: Stream) -> int | None:

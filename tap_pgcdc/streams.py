@@ -34,6 +34,7 @@ from tap_pgcdc.catalog_fit import CatalogFit, catalog_sql_types, fit_catalog, fo
 from tap_pgcdc.connector import PgCdcConnector, table_schema
 from tap_pgcdc.errors import ConfigError
 from tap_pgcdc.output import records
+from tap_pgcdc.output.batch_files import batch_files, stream_batch_config
 from tap_pgcdc.output.fields import SDC_DELETED_AT, SDC_LSN
 from tap_pgcdc.pg.casters import raw_text_casters
 from tap_pgcdc.pg.catalog import ColumnInfo, TableInfo, split_stream_id
@@ -45,6 +46,7 @@ from tap_pgcdc.snapshot.query import ChunkQuery, all_chunks, key_chunks
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
 
+    from singer_sdk.helpers._batch import BatchConfig
     from singer_sdk.helpers.types import Context, Record
 
     from tap_pgcdc.snapshot.query import Row
@@ -322,6 +324,19 @@ class PgCdcStream(SQLStream):
         kept = set(self.get_selected_schema().get("properties", {})) | set(self.table.key)
         return frozenset(col.name for col in self.table.columns if col.name not in kept)
 
+    def get_batch_config(self, config: t.Mapping[str, t.Any]) -> BatchConfig | None:
+        """`batch_config` where the tap writes BATCH files itself; otherwise RECORD messages."""
+        try:
+            found = super().get_batch_config(config)
+        except (TypeError, ValueError) as exc:  # a part missing: the SDK's dataclass says which
+            msg = (
+                f"batch_config is incomplete ({exc}). Fix: give both "
+                '"encoding": {"format": "jsonl", "compression": "gzip" or "none"} and '
+                '"storage": {"root": "file:///path"}, or unset batch_config.'
+            )
+            raise ConfigError(msg) from None
+        return stream_batch_config(self, found)
+
     @property
     def chunk_size(self) -> int:
         """Rows per snapshot chunk (`snapshot_chunk_size`): a STATE follows each chunk."""
@@ -359,14 +374,15 @@ class PgCdcStream(SQLStream):
         if lines is not None:
             # Nothing the SDK does per record applies: the server renders the records' JSON
             # and they are written here, so nothing is yielded to the SDK's loop.
+            files = batch_files(self, lines)  # under batch_config: BATCH files, then STATE
             snapshot = JsonSnapshot(
                 self.table,
                 columns,
                 [self._converters[col.name] for col in columns],
-                lines,
+                files or lines,
                 snapshot_lsn=self.snapshot_lsn,
                 chunk_size=self.chunk_size,
-                write_state=self.write_state,
+                write_state=files.covering(self.write_state) if files else self.write_state,
                 where=self.row_filter,
             )
             with self.get_record_counter() as counter:
@@ -375,9 +391,12 @@ class PgCdcStream(SQLStream):
                         snapshot.read_by_key(conn, progress, counter)
                     else:
                         snapshot.read_all(conn, counter)
+                    if files:  # every chunk is followed by a STATE: nothing left open, normally
+                        files.complete()
                 finally:
                     self.snapshot_rows += snapshot.rows
-                    self._last_snapshot_line = snapshot.last_line
+                    # A snapshot sent as BATCH files has no RECORD line to repeat.
+                    self._last_snapshot_line = "" if files else snapshot.last_line
         else:
             query = ChunkQuery(
                 self.table,

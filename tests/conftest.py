@@ -115,6 +115,10 @@ LONG_FILES_FIRST = (
     "tests/integration/test_generated.py",
     "tests/integration/test_origin.py",  # every supported major
     "tests/integration/test_least_privilege.py",  # every supported major
+    "tests/integration/test_filters.py",  # every supported major
+    "tests/integration/test_messages.py",  # several majors
+    "tests/e2e/test_meltano_fast_loading.py",
+    "tests/e2e/test_meltano_batch.py",
     "tests/e2e/test_meltano_cdc.py",
     "tests/e2e/test_meltano_schema_changes.py",
     "tests/integration/test_cdc.py",
@@ -125,6 +129,9 @@ LONG_FILES_FIRST = (
     "tests/e2e/test_meltano_experience.py",
     "tests/integration/test_sdk_standard.py",
     "tests/integration/test_fast_output.py",
+    "tests/integration/test_batch.py",
+    "tests/integration/test_toast_batches.py",
+    "tests/integration/test_large_values.py",
     "tests/e2e/test_meltano_truncate.py",
     "tests/e2e/test_meltano_snapshot.py",
     "tests/e2e/test_meltano_table_kinds.py",

@@ -80,14 +80,14 @@ def record_lines(stream: SQLStream) -> RecordLines | None:
 def snapshot_lines(stream: SQLStream) -> RecordLines | None:
     """Like `record_lines`, for records the SDK's own sync loop would otherwise write.
 
-    That loop also enforces the dry-run record limit, runs `post_process`, syncs child streams
-    and writes BATCH files; the fast path is only taken when none of these is in play.
+    That loop also enforces the dry-run record limit, runs `post_process` and syncs child
+    streams; the fast path is only taken when none of these is in play. Under `batch_config`
+    the caller may send the lines to BATCH files instead (`output.batch_files`).
     """
     if (
         stream.ABORT_AT_RECORD_COUNT is not None
         or type(stream).post_process is not Stream.post_process
         or stream.child_streams
-        or stream.get_batch_config(stream.config) is not None
     ):
         return None
     return record_lines(stream)

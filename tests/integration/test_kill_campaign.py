@@ -621,6 +621,7 @@ def test_killed_at_random_points_the_target_converges(db: TestDb) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # minutes of work; more beside another test worker on 2 cores
 def test_killed_at_many_random_points_the_target_converges(db: TestDb) -> None:
     result = run_campaign(db, seed=7, kill_points=60)
     print("kill campaign (slow):", result.summary())

@@ -11,12 +11,11 @@ from typing import Any
 import yaml
 
 DEFINITION = Path(__file__).resolve().parents[2] / "hub" / "extractors" / "tap-pgcdc.yml"
-# SDK settings the definition leaves out: test data generation and batch files.
+# SDK settings the definition leaves out: test data generation, flattening details.
 NOT_ADVERTISED = {
     "faker_config",
     "flattening_max_key_length",
     "flattening_separator",
-    "batch_config",
 }
 
 
