@@ -245,7 +245,9 @@ def _average_row_bytes(conn: psycopg2.extensions.connection, oid: int) -> int:
     """The table's size over its estimated row count (0: no statistics, or no storage)."""
     with conn.cursor() as cur:
         cur.execute(
-            "SELECT CASE WHEN reltuples > 0 THEN pg_catalog.pg_table_size(oid) / reltuples END"
+            # As bigint: the connection may read float8 as text (raw_text_casters).
+            "SELECT CASE WHEN reltuples > 0"
+            " THEN (pg_catalog.pg_table_size(oid) / reltuples)::bigint END"
             " FROM pg_catalog.pg_class WHERE oid = %s",
             (oid,),
         )

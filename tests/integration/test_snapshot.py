@@ -36,6 +36,16 @@ def test_output_messages_in_order(db) -> None:
     assert schema["key_properties"] == ["id"]
 
 
+def test_analyzed_table_with_float_columns(db) -> None:
+    """The first chunk is sized from the table's statistics, read on a connection that reads
+    float8 as text (a table with such a column): the size must still parse."""
+    db.execute("CREATE TABLE floats (id int PRIMARY KEY, x double precision, r real)")
+    db.execute("INSERT INTO floats SELECT g, g / 3.0, g / 7.0 FROM generate_series(1, 300) g")
+    db.execute("ANALYZE floats")
+    run = run_tap(db.config(snapshot_chunk_size=100)).check()
+    assert [r["id"] for r in run.records("public-floats")] == list(range(1, 301))
+
+
 def test_chunked_snapshot_resumes_after_last_chunk(db) -> None:
     db.execute("CREATE TABLE big (id int PRIMARY KEY, v text)")
     db.execute("INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 2500) g")
