@@ -20,11 +20,12 @@ from dataclasses import dataclass
 
 from tap_pgcdc.output.fields import SDC_DELETED_AT, SDC_LSN
 from tap_pgcdc.output.jsontext import ascii_json, json_string
+from tap_pgcdc.snapshot.parallel import chunk_starts, in_order
 from tap_pgcdc.snapshot.query import ChunkQuery, Row, all_chunks, key_chunks
 from tap_pgcdc.snapshot.render import MARKER_START, column_sql, record_sql, resolve_markers
 
 if t.TYPE_CHECKING:
-    from collections.abc import Callable, Generator, Iterator, Sequence
+    from collections.abc import Callable, Generator, Sequence
 
     import psycopg2.extensions
     from singer_sdk.metrics import Counter
@@ -179,7 +180,11 @@ class JsonSnapshot:
             self.lines.write(ascii_json(text))
 
     def read_by_key(
-        self, conn: psycopg2.extensions.connection, progress: dict[str, t.Any], counter: Counter
+        self,
+        conn: psycopg2.extensions.connection,
+        progress: dict[str, t.Any],
+        counter: Counter,
+        readers: Sequence[psycopg2.extensions.connection] = (),
     ) -> None:
         """Read in key order, a chunk at a time; STATE after each chunk says where to resume.
 
@@ -187,14 +192,46 @@ class JsonSnapshot:
             conn: the snapshot's connection (in the exported snapshot's transaction).
             progress: the stream's snapshot bookmark; its "after" is the last key written.
             counter: counts the records written.
+            readers: more connections in the same snapshot: chunks are then read in parallel
+                (see parallel.py) and still written, with their STATEs, in key order.
         """
-        chunks = _sized_chunks(conn, self.query, progress.get("after"))
-        for chunk in _prefetched(self._stamped(chunks)):
-            if chunk.rows:
-                self._write(chunk, counter)
-                # Every row of this chunk has been written: resume after its last key.
-                progress["after"] = self.query.key_of(chunk.rows[-1])
-                self.write_state()
+        after = progress.get("after")
+        chunks: Generator[_Chunk, None, None]
+        if readers:
+            chunks = self._parallel([conn, *readers], after)
+        else:
+            chunks = _prefetched(self._stamped(_sized_chunks(conn, self.query, after)))
+        with contextlib.closing(chunks):
+            for chunk in chunks:
+                if chunk.rows:
+                    self._write(chunk, counter)
+                    # Every row of this chunk has been written: resume after its last key.
+                    progress["after"] = self.query.key_of(chunk.rows[-1])
+                    self.write_state()
+
+    def _parallel(
+        self, conns: Sequence[psycopg2.extensions.connection], after: Sequence[str] | None
+    ) -> Generator[_Chunk, None, None]:
+        """The chunks after `after`, read by one thread per connection, in key order.
+
+        The chunk size is fixed for the whole read (the boundaries are taken once): the
+        statistics' row size, with the byte budget shared by the chunks in flight, as the
+        first chunk of `_sized_chunks` would be; later chunks do not adapt to the rows read.
+        """
+        conn = conns[0]
+        row_bytes = _average_row_bytes(conn, self.table.oid) * len(conns)
+        query = dataclasses.replace(self.query, size=min(self.query.size, _fitting(row_bytes)))
+        with conn.cursor() as cur:  # before the workers start: each uses its own connection
+            cur.execute(*query.boundaries(after))
+            bounds = [list(row) for row in cur.fetchall()]
+
+        def read(reader: psycopg2.extensions.connection, start: Sequence[str] | None) -> _Chunk:
+            tail = self.lines.tail()  # before the chunk is queried, as `_stamped`
+            with reader.cursor() as cur:
+                cur.execute(*query.keyed(start))
+                return _Chunk(cur.fetchall(), tail)
+
+        return in_order(conns, chunk_starts(after, bounds), read, ahead=2 * len(conns))
 
     def read_all(self, conn: psycopg2.extensions.connection, counter: Counter) -> None:
         """Read a table without key, or a view, in one pass (an interrupted run starts over)."""
@@ -263,7 +300,7 @@ _T = t.TypeVar("_T")
 _DONE = object()
 
 
-def _prefetched(items: Generator[_T, None, None]) -> Iterator[_T]:
+def _prefetched(items: Generator[_T, None, None]) -> Generator[_T, None, None]:
     """`items`, produced one ahead by a thread: the next chunk is read while this one is written.
 
     One ahead only: the thread reads the next item once the consumer has taken the one before
