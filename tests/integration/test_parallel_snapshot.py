@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import signal
+import time
 import typing as t
 
 import pytest
 
+from tests.integration.test_failures import bookmarks
+from tests.integration.test_kill_campaign import KillableRun
+from tests.memory_target import MemoryTarget
 from tests.tap_runner import TapRun, run_tap
 
 if t.TYPE_CHECKING:
@@ -99,3 +104,52 @@ def test_row_filter_and_keyless_table_with_workers(db: TestDb) -> None:
     keys = [(r["a"], r["b"]) for r in run.records("public-pairs")]
     assert keys == _keys(db, "SELECT a, b FROM pairs WHERE a <> 0 ORDER BY a, b")
     assert sorted(r["n"] for r in run.records("public-logs")) == list(range(1, 96))
+
+
+def _readers_in_the_exported_snapshot(db: TestDb, run: KillableRun) -> int:
+    """Sessions that ran a chunk query in the snapshot the walsender exported (tap stopped)."""
+    seen = 0
+    for _ in range(100):  # each worker queries at once; a few tries in case one was not yet
+        run.kill(signal.SIGSTOP)
+        rows = db.execute(
+            "SELECT count(*) FROM pg_stat_activity AS c JOIN pg_stat_activity AS w"
+            " ON w.backend_type = 'walsender' AND w.datname = c.datname"
+            " AND w.query LIKE 'CREATE_REPLICATION_SLOT%%EXPORT_SNAPSHOT'"
+            " AND c.backend_xmin = w.backend_xmin"
+            " WHERE c.datname = current_database() AND c.backend_type = 'client backend'"
+            " AND c.query LIKE 'SELECT ''{%%' AND c.state IN ('active', 'idle in transaction')"
+        )
+        seen = int(rows[0][0])
+        if seen >= 3:
+            return seen
+        run.kill(signal.SIGCONT)
+        time.sleep(0.02)
+    return seen
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_interrupted_parallel_snapshot_resumes_without_a_gap(db: TestDb, sig: int) -> None:
+    db.execute(
+        "CREATE TABLE t (id int PRIMARY KEY, v text);"
+        "INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 30000) g"
+    )
+    config = db.config(snapshot_chunk_size=50, snapshot_workers=3)
+    run = KillableRun(config, None)
+    assert run.wait_for(lambda: len(run.stdout) > 500, 60)
+    if sig == signal.SIGKILL:  # held still first: the server shows its 3 readers
+        assert _readers_in_the_exported_snapshot(db, run) == 3
+    run.kill(sig)
+    code = run.finish()
+    assert code == (128 + signal.SIGINT if sig == signal.SIGINT else -signal.SIGKILL)
+    stored = run.stored_messages()
+    after = bookmarks(run.stored_state())["public-t"]["snapshot"]["after"]
+    # What the target stored is the key-ordered prefix up to the resume marker: no gap.
+    written = [m["record"]["id"] for m in stored if m["type"] == "RECORD"]
+    assert written == list(range(1, int(after[0]) + 1))
+    assert int(after[0]) < 30000
+    target = MemoryTarget()
+    target.apply(stored)
+    resumed = run_tap(config, state=target.state).check()
+    assert [r["id"] for r in resumed.records("public-t")] == list(range(int(after[0]) + 1, 30001))
+    target.apply(resumed.messages)
+    assert len(target.rows("public-t")) == 30000
