@@ -212,16 +212,28 @@ class JsonSnapshot:
     def _parallel(
         self, conns: Sequence[psycopg2.extensions.connection], after: Sequence[str] | None
     ) -> Generator[_Chunk, None, None]:
-        """The chunks after `after`, read by one thread per connection, in key order.
+        """The chunks after `after`, in key order: the first alone, the rest by one thread each.
 
-        The chunk size is fixed for the whole read (the boundaries are taken once): the
-        statistics' row size, with the byte budget shared by the chunks in flight, as the
-        first chunk of `_sized_chunks` would be; later chunks do not adapt to the rows read.
+        The first chunk (sized from the statistics, as in `_sized_chunks`) measures the rows:
+        the rest share one size, from its largest record, with the byte budget shared by the
+        chunks in flight (up to 2 per worker), since the boundaries are taken once.
         """
-        conn = conns[0]
-        row_bytes = _average_row_bytes(conn, self.table.oid) * len(conns)
-        query = dataclasses.replace(self.query, size=min(self.query.size, _fitting(row_bytes)))
-        with conn.cursor() as cur:  # before the workers start: each uses its own connection
+        conn = conns[0]  # the workers start after the boundaries: until then, this thread's
+        query = self.query
+        first = dataclasses.replace(
+            query, size=min(query.size, _fitting(_average_row_bytes(conn, self.table.oid)))
+        )
+        tail = self.lines.tail()
+        with conn.cursor() as cur:
+            cur.execute(*first.keyed(after))
+            rows = cur.fetchall()
+        yield _Chunk(rows, tail)
+        if len(rows) < first.size:
+            return
+        after = query.key_of(rows[-1])
+        largest = max(len(row[0]) for row in rows) * len(conns)
+        query = dataclasses.replace(query, size=min(query.size, _fitting(largest)))
+        with conn.cursor() as cur:
             cur.execute(*query.boundaries(after))
             bounds = [list(row) for row in cur.fetchall()]
 
@@ -231,7 +243,7 @@ class JsonSnapshot:
                 cur.execute(*query.keyed(start))
                 return _Chunk(cur.fetchall(), tail)
 
-        return in_order(conns, chunk_starts(after, bounds), read, ahead=2 * len(conns))
+        yield from in_order(conns, chunk_starts(after, bounds), read, ahead=2 * len(conns))
 
     def read_all(self, conn: psycopg2.extensions.connection, counter: Counter) -> None:
         """Read a table without key, or a view, in one pass (an interrupted run starts over)."""

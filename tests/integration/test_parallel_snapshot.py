@@ -8,12 +8,16 @@ import typing as t
 
 import pytest
 
+from tests.integration.test_batch import EDGE, assert_same, batch, file_records
 from tests.integration.test_failures import bookmarks
+from tests.integration.test_fast_output import create_edge_table, insert_edge_rows
 from tests.integration.test_kill_campaign import KillableRun
 from tests.memory_target import MemoryTarget
-from tests.tap_runner import TapRun, run_tap
+from tests.tap_runner import TapRun, discover, run_tap, select_streams
 
 if t.TYPE_CHECKING:
+    from pathlib import Path
+
     from tests.conftest import TestDb
 
 # An uneven composite key: most rows under a = 0, a few under each of the others.
@@ -153,3 +157,19 @@ def test_interrupted_parallel_snapshot_resumes_without_a_gap(db: TestDb, sig: in
     assert [r["id"] for r in resumed.records("public-t")] == list(range(int(after[0]) + 1, 30001))
     target.apply(resumed.messages)
     assert len(target.rows("public-t")) == 30000
+
+
+def test_edge_types_as_batch_files_with_workers(db: TestDb, tmp_path: Path) -> None:
+    """Every edge type, a composite key with text; as BATCH files: what one reader writes."""
+    create_edge_table(db)
+    insert_edge_rows(db, 100)
+    catalog = select_streams(discover(db.config()), {EDGE})
+    one = run_tap(db.config(snapshot_chunk_size=4), catalog=catalog).check()
+    three = run_tap(db.config(snapshot_chunk_size=4, snapshot_workers=3), catalog=catalog).check()
+    assert repr(_records(three, EDGE)) == repr(_records(one, EDGE))
+    config = db.config(
+        snapshot_chunk_size=4, snapshot_workers=3, batch_config=batch(tmp_path, "none")
+    )
+    files = run_tap(config, catalog=catalog).check()
+    assert_same(file_records(files)[0], one.records(EDGE))
+    assert _progress(files, EDGE) == _progress(one, EDGE)
