@@ -1,8 +1,9 @@
 """Parallel snapshot readers: a keyed table's chunks read by several connections, written in order.
 
 With `snapshot_workers` > 1 every worker's connection imports the same exported snapshot (see
-`session.worker_connections`), so all see the same rows. One index-only query first takes the
-key of every chunk-size-th row after the resume marker (`ChunkQuery.boundaries`): chunk i is
+`session.worker_connections`), so all see the same rows. After a first chunk read alone (it
+sizes the rest: `JsonSnapshot._parallel`), one query over the key takes the key of every
+chunk-size-th row after the last one written (`ChunkQuery.boundaries`): chunk i is
 then exactly "the `size` rows after boundary i-1", the same chunk the one-worker path reads,
 by the same query. The workers run those queries; the caller (one writer) gets the chunks
 strictly in key order, so the output and the STATE after each chunk ("after" its last key) are
