@@ -13,6 +13,9 @@ the tap and its baseline alternating so that both see the same machine:
             same pgoutput messages (benchmarks/bare_log.py), on a copy of the tap's slot
   txn       the same as `log` for one transaction of `--txn-rows` INSERTs (memory)
 
+`--snapshot-workers 1,2,4` adds, to the snapshot scenario, a LOG_BASED stream's first snapshot
+(in an exported snapshot) read with each number of `snapshot_workers`, against the same COPY.
+
 It prints rows (changes) per second, MB/s of output, the ratio to the baseline and each process's
 peak RSS, with a description of the machine. `--env NAME=VALUE` passes settings to the tap only
 (e.g. `TAP_PGCDC_FAST_OUTPUT=0` for the SDK's record path; `PYTHONPATH=...` for another checkout:
@@ -263,12 +266,20 @@ def catalog_for(
     return {"streams": streams}
 
 
-def snapshot_scenario(server, db, rows, runs, env, workdir, psql) -> Scenario:
-    config = base_config(server, db, "snap")
-    catalog = catalog_for(config, "t", "FULL_TABLE", env, workdir)
+def snapshot_scenario(server, db, rows, runs, env, workdir, psql, workers=0) -> Scenario:
+    """FULL_TABLE; or, with `workers`, a LOG_BASED stream's first snapshot by that many readers.
+
+    The LOG_BASED runs have no state, so each snapshots the table again in an exported snapshot
+    (the slot, created by the warm-up, stays; what the log holds since is nothing).
+    """
+    config = base_config(server, db, f"snap{workers}" if workers else "snap")
+    if workers:
+        config["snapshot_workers"] = workers
+    method = "LOG_BASED" if workers else "FULL_TABLE"
+    catalog = catalog_for(config, "t", method, env, workdir)
     tap = tap_cmd(workdir, config, catalog, None)
     copy = [str(psql), "-X", "-q", "-d", server.dsn(db), "-c", "COPY (SELECT * FROM t) TO STDOUT"]
-    scenario = Scenario("snapshot", rows, "rows")
+    scenario = Scenario(f"snapshot, {workers} worker(s)" if workers else "snapshot", rows, "rows")
     scenario.out_bytes = run_process(tap, env=env, count_output=True).out_bytes  # warm-up
     run_process(copy)
     for _ in range(runs):
@@ -395,6 +406,12 @@ def main() -> None:
     parser.add_argument(
         "--scenarios", default="snapshot,log,txn", help="comma-separated: snapshot,log,txn"
     )
+    parser.add_argument(
+        "--snapshot-workers",
+        default="",
+        help="comma-separated, e.g. 1,2,4: the snapshot scenario is also run as a LOG_BASED "
+        "stream's first snapshot with each number of snapshot_workers",
+    )
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the tap")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
@@ -423,6 +440,10 @@ def main() -> None:
         if "snapshot" in wanted:
             print("Snapshot scenario...", file=sys.stderr)
             done(snapshot_scenario(server, db, args.rows, args.runs, env, workdir, psql))
+            for workers in (int(n) for n in args.snapshot_workers.split(",") if n):
+                done(
+                    snapshot_scenario(server, db, args.rows, args.runs, env, workdir, psql, workers)
+                )
         if "log" in wanted:
             print("Log scenario...", file=sys.stderr)
 

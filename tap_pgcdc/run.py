@@ -64,7 +64,7 @@ from tap_pgcdc.replication.publication_ops import (
 )
 from tap_pgcdc.replication.reader import CAUGHT_UP, ReaderSettings
 from tap_pgcdc.replication.transport import ReplicationStream, SnapshotSession
-from tap_pgcdc.snapshot.session import snapshot_connection
+from tap_pgcdc.snapshot.session import snapshot_connection, worker_connections
 from tap_pgcdc.state import (
     RESNAPSHOT_KEY,
     STATE_KEY,
@@ -80,6 +80,7 @@ if t.TYPE_CHECKING:
 
     from tap_pgcdc.replication.publication import Decoding, PublicationFacts
     from tap_pgcdc.settings import Settings
+    from tap_pgcdc.snapshot.session import Readers
     from tap_pgcdc.streams import PgCdcStream
 
 
@@ -396,7 +397,11 @@ class Run:
                 len(pending),
                 format_lsn(exported.consistent_point),
             )
-            with snapshot_connection(self.config, snapshot_name=exported.snapshot_name) as conn:
+            name, workers = exported.snapshot_name, self.settings.snapshot_workers
+            with (
+                snapshot_connection(self.config, snapshot_name=name) as conn,
+                worker_connections(self.config, name, workers) as readers,
+            ):
                 for stream in pending:
                     self.activity = f"snapshotting {stream.name}"
                     stream.begin_snapshot(exported.consistent_point)
@@ -407,7 +412,7 @@ class Run:
                         # the consistent point, is above every earlier one (TRUNCATE commits).
                         stream.write_schema()
                         stream.truncate(exported.consistent_point)
-                    self._sync_snapshot(stream, conn)
+                    self._sync_snapshot(stream, conn, readers)
 
     def _snapshot_full_table(self, stream: PgCdcStream) -> None:
         """Read the table in full as a new version (see `PgCdcStream.begin_full_table`)."""
@@ -418,12 +423,14 @@ class Run:
             stream.end_full_table()
             stream.write_state()
 
-    def _sync_snapshot(self, stream: PgCdcStream, conn: psycopg2.extensions.connection) -> None:
+    def _sync_snapshot(
+        self, stream: PgCdcStream, conn: psycopg2.extensions.connection, readers: Readers = ()
+    ) -> None:
         before = stream.snapshot_rows
-        stream.snapshot_conn = conn
+        stream.snapshot_conn, stream.snapshot_readers = conn, readers
         stream.sync()
         stream.finalize_state_progress_markers()
-        stream.snapshot_conn = None
+        stream.snapshot_conn, stream.snapshot_readers = None, ()
         self.closing.snapshot_done(stream, stream.snapshot_rows - before)
 
     def _read_log(self, log_streams: list[PgCdcStream], confirm_lsn: int) -> None:

@@ -22,6 +22,7 @@ DEFAULT_SLOT_NAME = "tap_pgcdc"
 DEFAULT_PUBLICATION_NAME = "tap_pgcdc"
 DEFAULT_CONNECT_TIMEOUT = 15
 DEFAULT_CHUNK_SIZE = 10_000
+DEFAULT_SNAPSHOT_WORKERS = 1
 DEFAULT_STATE_INTERVAL_SECONDS = 5.0
 DEFAULT_SLOT_WAIT_SECONDS = 60.0
 ON_SLOT_LOST = ("fail", "resnapshot")
@@ -186,6 +187,13 @@ CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
         description="Rows per snapshot chunk; a snapshot resumes after the last chunk emitted.",
     ),
     th.Property(
+        "snapshot_workers",
+        th.IntegerType,
+        default=DEFAULT_SNAPSHOT_WORKERS,
+        minimum=1,
+        description="Connections reading a LOG_BASED stream's snapshot of a keyed table in parallel, all in the same exported snapshot; the records and STATEs are written in key order as with one (an interrupted snapshot resumes after the last chunk). Tables without key, views and FULL_TABLE reads use one. Each worker is one more connection to the server.",
+    ),
+    th.Property(
         "slot_wait_seconds",
         th.NumberType,
         default=DEFAULT_SLOT_WAIT_SECONDS,
@@ -219,6 +227,7 @@ class Settings:
     resnapshot_on_slot_lost: bool = False  # on_slot_lost = resnapshot
     max_run_seconds: int | None = None
     snapshot_chunk_size: int = DEFAULT_CHUNK_SIZE
+    snapshot_workers: int = DEFAULT_SNAPSHOT_WORKERS  # parallel readers of a keyed snapshot
     state_interval_seconds: float = DEFAULT_STATE_INTERVAL_SECONDS
     slot_wait_seconds: float = DEFAULT_SLOT_WAIT_SECONDS
     run_report_path: str | None = None  # None: the report goes to stderr
@@ -245,6 +254,7 @@ class Settings:
             resnapshot_on_slot_lost=given("on_slot_lost", ON_SLOT_LOST[0]) == "resnapshot",
             max_run_seconds=config.get("max_run_seconds"),
             snapshot_chunk_size=int(config.get("snapshot_chunk_size") or DEFAULT_CHUNK_SIZE),
+            snapshot_workers=int(given("snapshot_workers", DEFAULT_SNAPSHOT_WORKERS)),
             state_interval_seconds=float(
                 given("state_interval_seconds", DEFAULT_STATE_INTERVAL_SECONDS)
             ),

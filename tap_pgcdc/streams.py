@@ -71,6 +71,8 @@ class PgCdcStream(SQLStream):
     # Set by the tap before sync: the live table description and the snapshot context.
     table: TableInfo
     snapshot_conn: psycopg2.extensions.connection | None = None
+    # More connections in the same exported snapshot (snapshot_workers - 1): parallel readers.
+    snapshot_readers: Sequence[psycopg2.extensions.connection] = ()
     snapshot_lsn: int | None = None
     # Records of snapshots and reads in full written in this process (the run report's count).
     snapshot_rows: int = 0
@@ -363,7 +365,8 @@ class PgCdcStream(SQLStream):
             msg = "snapshot connection not set"
             raise RuntimeError(msg)
         columns = self._snapshot_columns()
-        raw_text_casters(conn, (col.type.oid for col in columns))
+        for reader in (conn, *self.snapshot_readers):
+            raw_text_casters(reader, (col.type.oid for col in columns))
         self._last_snapshot_line, self._last_snapshot_record = "", None  # this read's own
         progress = self.bookmark.setdefault("snapshot", {"after": None})
         if progress.get("after") is not None and len(progress["after"]) != len(self.table.key):
@@ -388,7 +391,7 @@ class PgCdcStream(SQLStream):
             with self.get_record_counter() as counter:
                 try:
                     if self.table.key:
-                        snapshot.read_by_key(conn, progress, counter)
+                        snapshot.read_by_key(conn, progress, counter, self.snapshot_readers)
                     else:
                         snapshot.read_all(conn, counter)
                     if files:  # every chunk is followed by a STATE: nothing left open, normally

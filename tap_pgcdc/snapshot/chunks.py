@@ -20,11 +20,12 @@ from dataclasses import dataclass
 
 from tap_pgcdc.output.fields import SDC_DELETED_AT, SDC_LSN
 from tap_pgcdc.output.jsontext import ascii_json, json_string
+from tap_pgcdc.snapshot.parallel import chunk_starts, in_order
 from tap_pgcdc.snapshot.query import ChunkQuery, Row, all_chunks, key_chunks
 from tap_pgcdc.snapshot.render import MARKER_START, column_sql, record_sql, resolve_markers
 
 if t.TYPE_CHECKING:
-    from collections.abc import Callable, Generator, Iterator, Sequence
+    from collections.abc import Callable, Generator, Sequence
 
     import psycopg2.extensions
     from singer_sdk.metrics import Counter
@@ -179,7 +180,11 @@ class JsonSnapshot:
             self.lines.write(ascii_json(text))
 
     def read_by_key(
-        self, conn: psycopg2.extensions.connection, progress: dict[str, t.Any], counter: Counter
+        self,
+        conn: psycopg2.extensions.connection,
+        progress: dict[str, t.Any],
+        counter: Counter,
+        readers: Sequence[psycopg2.extensions.connection] = (),
     ) -> None:
         """Read in key order, a chunk at a time; STATE after each chunk says where to resume.
 
@@ -187,14 +192,58 @@ class JsonSnapshot:
             conn: the snapshot's connection (in the exported snapshot's transaction).
             progress: the stream's snapshot bookmark; its "after" is the last key written.
             counter: counts the records written.
+            readers: more connections in the same snapshot: chunks are then read in parallel
+                (see parallel.py) and still written, with their STATEs, in key order.
         """
-        chunks = _sized_chunks(conn, self.query, progress.get("after"))
-        for chunk in _prefetched(self._stamped(chunks)):
-            if chunk.rows:
-                self._write(chunk, counter)
-                # Every row of this chunk has been written: resume after its last key.
-                progress["after"] = self.query.key_of(chunk.rows[-1])
-                self.write_state()
+        after = progress.get("after")
+        chunks: Generator[_Chunk, None, None]
+        if readers:
+            chunks = self._parallel([conn, *readers], after)
+        else:
+            chunks = _prefetched(self._stamped(_sized_chunks(conn, self.query, after)))
+        with contextlib.closing(chunks):
+            for chunk in chunks:
+                if chunk.rows:
+                    self._write(chunk, counter)
+                    # Every row of this chunk has been written: resume after its last key.
+                    progress["after"] = self.query.key_of(chunk.rows[-1])
+                    self.write_state()
+
+    def _parallel(
+        self, conns: Sequence[psycopg2.extensions.connection], after: Sequence[str] | None
+    ) -> Generator[_Chunk, None, None]:
+        """The chunks after `after`, in key order: the first alone, the rest by one thread each.
+
+        The first chunk (sized from the statistics, as in `_sized_chunks`) measures the rows:
+        the rest share one size, from its largest record, with the byte budget shared by the
+        chunks in flight (up to 2 per worker), since the boundaries are taken once.
+        """
+        conn = conns[0]  # the workers start after the boundaries: until then, this thread's
+        query = self.query
+        first = dataclasses.replace(
+            query, size=min(query.size, _fitting(_average_row_bytes(conn, self.table.oid)))
+        )
+        tail = self.lines.tail()
+        with conn.cursor() as cur:
+            cur.execute(*first.keyed(after))
+            rows = cur.fetchall()
+        yield _Chunk(rows, tail)
+        if len(rows) < first.size:
+            return
+        after = query.key_of(rows[-1])
+        largest = max(len(row[0]) for row in rows) * len(conns)
+        query = dataclasses.replace(query, size=min(query.size, _fitting(largest)))
+        with conn.cursor() as cur:
+            cur.execute(*query.boundaries(after))
+            bounds = [list(row) for row in cur.fetchall()]
+
+        def read(reader: psycopg2.extensions.connection, start: Sequence[str] | None) -> _Chunk:
+            tail = self.lines.tail()  # before the chunk is queried, as `_stamped`
+            with reader.cursor() as cur:
+                cur.execute(*query.keyed(start))
+                return _Chunk(cur.fetchall(), tail)
+
+        yield from in_order(conns, chunk_starts(after, bounds), read, ahead=2 * len(conns))
 
     def read_all(self, conn: psycopg2.extensions.connection, counter: Counter) -> None:
         """Read a table without key, or a view, in one pass (an interrupted run starts over)."""
@@ -265,7 +314,7 @@ _T = t.TypeVar("_T")
 _DONE = object()
 
 
-def _prefetched(items: Generator[_T, None, None]) -> Iterator[_T]:
+def _prefetched(items: Generator[_T, None, None]) -> Generator[_T, None, None]:
     """`items`, produced one ahead by a thread: the next chunk is read while this one is written.
 
     One ahead only: the thread reads the next item once the consumer has taken the one before

@@ -68,14 +68,35 @@ class ChunkQuery:
         """
         select = f"SELECT {', '.join(self.outputs)}, {self._keys}{self._from}"
         keys = self._keys.replace("%", "%%")
-        sql = select.replace("%", "%%")
-        if after is not None:
-            casts = ", ".join(
-                "%s::" + self.table.column(name).sql_type.replace("%", "%%")
-                for name in self.table.key
-            )
-            sql += f" {'AND' if self.where else 'WHERE'} ({keys}) > ({casts})"
+        sql = select.replace("%", "%%") + self._after(after)
         return f"{sql} ORDER BY {keys} LIMIT {self.size}", list(after or [])
+
+    def _after(self, after: Sequence[str] | None) -> str:
+        """The condition "key > `after`" (with %s placeholders), joined to the row filter."""
+        if after is None:
+            return ""
+        keys = self._keys.replace("%", "%%")
+        casts = ", ".join(
+            "%s::" + self.table.column(name).sql_type.replace("%", "%%") for name in self.table.key
+        )
+        return f" {'AND' if self.where else 'WHERE'} ({keys}) > ({casts})"
+
+    def boundaries(self, after: Sequence[str] | None) -> tuple[str, list[str]]:
+        """The keys' text of every `size`-th row after `after`, in key order (see parallel.py).
+
+        Chunk i of the keyed read is then the `size` rows after boundary i-1: the same chunks,
+        read by the same query (`keyed`), as one reader going from chunk to chunk.
+        """
+        texts = ", ".join(
+            f"{ALIAS}.{quote_ident(name)}::text AS k{n}" for n, name in enumerate(self.table.key)
+        )
+        inner = f"SELECT {texts}, row_number() OVER (ORDER BY {self._keys}) AS n{self._from}"
+        inner = inner.replace("%", "%%") + self._after(after)
+        outer = ", ".join(f"b.k{n}" for n in range(len(self.table.key)))
+        return (
+            f"SELECT {outer} FROM ({inner}) AS b WHERE b.n %% {self.size} = 0 ORDER BY b.n",
+            list(after or []),
+        )
 
     def key_of(self, row: Row) -> list[str]:
         """The key's text values in a row of a keyed chunk: where the next chunk starts."""

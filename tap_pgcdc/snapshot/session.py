@@ -15,9 +15,12 @@ import typing as t
 from tap_pgcdc.pg.connect import connect
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Iterator, Mapping, Sequence
 
     import psycopg2.extensions
+
+    Readers: t.TypeAlias = "Sequence[psycopg2.extensions.connection]"
+    """More connections in one exported snapshot, for parallel readers (`worker_connections`)."""
 
 
 @contextlib.contextmanager
@@ -41,3 +44,19 @@ def snapshot_connection(
         conn.rollback()
     finally:
         conn.close()
+
+
+@contextlib.contextmanager
+def worker_connections(
+    config: Mapping[str, t.Any], snapshot_name: str, workers: int
+) -> Iterator[list[psycopg2.extensions.connection]]:
+    """`workers` - 1 more connections in the exported snapshot, for parallel readers.
+
+    Opened while the exporting session still holds the snapshot (it must, for the import);
+    none where `workers` is 1. All are rolled back and closed after.
+    """
+    with contextlib.ExitStack() as stack:
+        yield [
+            stack.enter_context(snapshot_connection(config, snapshot_name=snapshot_name))
+            for _ in range(workers - 1)
+        ]
