@@ -330,20 +330,25 @@ def postgres_pipeline(
 ) -> Iterator[Pipeline]:
     """`meltano run tap-pgcdc target-postgres` from the test's database into `target_db`."""
     suffix = "".join(ch if ch.isalnum() else "_" for ch in request.node.name)[:60]
-    server = target_db.db.server
     yield Pipeline(
         db=db,
         meltano=meltano_bin,
         workdir=tmp_path,
         state_id_suffix=suffix,
         loader="target-postgres",
-        target_config={
-            "host": server.host,
-            "port": server.port,
-            "user": server.superuser,
-            # The test server trusts loopback connections; the target insists on a password.
-            "password": "unused",
-            "database": target_db.db.name,
-            "default_target_schema": target_db.schema,
-        },
+        target_config=target_postgres_config(target_db.db, target_db.schema),
     )
+
+
+def target_postgres_config(target: TestDb, schema: str) -> dict[str, Any]:
+    """target-postgres's connection to database `target` of a test server, loading into `schema`."""
+    server = target.server
+    return {
+        "host": server.host,
+        "port": server.port,
+        "user": server.superuser,
+        # The test server trusts loopback connections; the target insists on a password.
+        "password": "unused",
+        "database": target.name,
+        "default_target_schema": schema,
+    }

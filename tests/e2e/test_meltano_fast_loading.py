@@ -19,7 +19,7 @@ import pytest
 from psycopg2 import sql
 
 from tests.conftest import TestDb
-from tests.e2e.conftest import Pipeline
+from tests.e2e.conftest import Pipeline, target_postgres_config
 from tests.e2e.test_meltano_snapshot import DATA_SQL, SCHEMA_SQL
 from tests.pgserver import PgServer
 
@@ -95,22 +95,13 @@ def two_targets(pg: PgServer, db: TestDb) -> Iterator[list[TestDb]]:
 
 def _pipeline(db: TestDb, meltano: Path, workdir: Path, target: TestDb, **config: Any) -> Pipeline:
     workdir.mkdir()
-    server = target.server
     return Pipeline(
         db=db,
         meltano=meltano,
         workdir=workdir,
         state_id_suffix=target.name,
         loader="target-postgres",
-        target_config={
-            "host": server.host,
-            "port": server.port,
-            "user": server.superuser,
-            "password": "unused",
-            "database": target.name,
-            "default_target_schema": "public",
-            **config,
-        },
+        target_config={**target_postgres_config(target, "public"), **config},
     )
 
 
